@@ -1,0 +1,54 @@
+"""Stage `evaluate`: the saved model on the 10,000-image test set.
+
+The only stage that reads the test set (unless `data.validation: test` asks
+for the seed's protocol). Writes reports/metrics.json and, for DVC's
+`confusion` template, one row per test image in reports/eval/confusion.json.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from stages import atomic, data, params, paths
+from stages.cli import run
+from stages.infer import load_checkpoint, logits
+
+
+def evaluate(*, model: torch.nn.Module, images: torch.Tensor,
+             labels: torch.Tensor) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Test metrics, and one {index, actual, predicted, probability} row per image."""
+    out = logits(model, images).float()
+    probs = out.softmax(1)
+    predicted = out.argmax(1)
+    right = predicted == labels
+    per_class = {str(c): round(int(right[labels == c].sum()) / max(int((labels == c).sum()), 1), 6)
+                 for c in range(10)}
+    metrics = {"test": {"accuracy": int(right.sum()) / len(labels),
+                        "loss": F.cross_entropy(out, labels).item(),
+                        "errors": int((~right).sum().item()),
+                        "images": len(labels),
+                        "per_class_accuracy": per_class}}
+    rows = [{"index": i, "actual": a, "predicted": p, "probability": round(q, 4)}
+            for i, (a, p, q) in enumerate(zip(labels.tolist(), predicted.tolist(),
+                                              probs.max(1).values.tolist()))]
+    return metrics, rows
+
+
+def main(argv: list[str]) -> None:
+    p = params.load()
+    device = data.resolve_device(p.train.device)
+    model, checkpoint = load_checkpoint(paths.MODEL, device)
+    images, labels = data.load(paths.RAW_DIR, "test", device)
+    metrics, rows = evaluate(model=model, images=images, labels=labels)
+    atomic.write_json(paths.CONFUSION, rows)
+    atomic.write_json(paths.METRICS, metrics)
+    test = metrics["test"]
+    print(f"test accuracy {test['accuracy']:.2%} ({test['errors']} errors in {test['images']}), "
+          f"loss {test['loss']:.4f}; model from epoch {checkpoint.get('epoch')}")
+
+
+if __name__ == "__main__":
+    run(main)

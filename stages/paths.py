@@ -1,0 +1,12 @@
+"""Where each stage reads and writes; dvc.yaml declares the same paths."""
+
+from pathlib import Path
+
+PARAMS = Path("params.yaml")
+RAW_DIR = Path("data/raw")  # download -> the four IDX files
+MODEL = Path("models/model.pt")  # train -> best weights and their metadata
+TRAIN_REPORT = Path("reports/train")  # train -> DVCLive history, summary metrics, model table
+TRAIN_HISTORY = TRAIN_REPORT / "plots" / "metrics"  # DVCLive's per-epoch TSV files
+METRICS = Path("reports/metrics.json")  # evaluate -> test metrics
+CONFUSION = Path("reports/eval/confusion.json")  # evaluate -> one row per test image
+PLOTS = Path("reports/plots")  # plots -> PNGs

@@ -1,0 +1,132 @@
+"""Stage `plots`: PNGs of the training curves, the confusion matrix and the misclassified test images.
+
+Reads what train and evaluate wrote (DVCLive's per-epoch files, the
+confusion rows) and the test images; renders with matplotlib's Agg backend.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")  # no display needed; must precede pyplot
+import matplotlib.pyplot as plt  # noqa: E402
+import torch  # noqa: E402
+
+from stages import atomic, idx, params, paths  # noqa: E402
+from stages.cli import StageError, run  # noqa: E402
+
+
+def read_history(history_dir: Path) -> dict[str, list[tuple[int, float]]]:
+    """{'train/accuracy': [(epoch, value), ...], ...} from DVCLive's per-metric TSV files."""
+    history = {}
+    for split in ("train", "val"):
+        for metric in ("accuracy", "loss"):
+            path = history_dir / split / f"{metric}.tsv"
+            try:
+                with path.open() as f:
+                    history[f"{split}/{metric}"] = [(int(r["step"]), float(r[metric]))
+                                                    for r in csv.DictReader(f, delimiter="\t")]
+            except FileNotFoundError:
+                raise StageError(f"{path}: missing (run `dvc repro train` first)") from None
+            except (KeyError, ValueError) as exc:
+                raise StageError(f"{path}: not DVCLive's step/{metric} table ({exc})") from None
+    return history
+
+
+def _save(fig: plt.Figure, path: Path, dpi: int) -> None:
+    with atomic.atomic_path(path, suffix=".png") as tmp:
+        fig.savefig(tmp, dpi=dpi, format="png")
+    plt.close(fig)
+
+
+def plot_curves(history: dict[str, list[tuple[int, float]]], path: Path, dpi: int) -> None:
+    """Accuracy and loss per epoch, training vs validation: the seed's 'accuracy vs loss' graph."""
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    for ax, metric in zip(axes, ("accuracy", "loss")):
+        for split, label in (("train", "training (augmented)"), ("val", "validation")):
+            epochs, values = zip(*history[f"{split}/{metric}"])
+            ax.plot(epochs, [v * 100 for v in values] if metric == "accuracy" else values, marker="o",
+                    markersize=3, label=label)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("accuracy (%)" if metric == "accuracy" else "cross-entropy loss")
+        ax.set_title(f"{metric.capitalize()} per epoch")
+        ax.grid(alpha=0.3)
+        ax.legend()
+    axes[0].set_ylim(top=100)
+    axes[1].set_yscale("log")
+    fig.tight_layout()
+    _save(fig, path, dpi)
+
+
+def confusion_counts(rows: list[dict[str, Any]]) -> torch.Tensor:
+    """10x10 counts, [actual, predicted]."""
+    counts = torch.zeros(10, 10, dtype=torch.long)
+    for row in rows:
+        counts[row["actual"], row["predicted"]] += 1
+    return counts
+
+
+def plot_confusion(rows: list[dict[str, Any]], path: Path, dpi: int) -> None:
+    counts = confusion_counts(rows)
+    errors = counts.clone()
+    errors.fill_diagonal_(0)
+    fig, ax = plt.subplots(figsize=(6.4, 5.6))
+    # Colour shows the errors only; the diagonal would otherwise drown them.
+    image = ax.imshow(errors, cmap="Reds")
+    for a in range(10):
+        for p in range(10):
+            n = int(counts[a, p])
+            if n:
+                ax.text(p, a, str(n), ha="center", va="center", fontsize=7,
+                        color="black" if a != p else "tab:blue", fontweight="bold" if a == p else None)
+    ax.set_xticks(range(10))
+    ax.set_yticks(range(10))
+    ax.set_xlabel("predicted digit")
+    ax.set_ylabel("true digit")
+    total = int(counts.sum())
+    wrong = total - int(counts.trace())
+    ax.set_title(f"Test confusion matrix: {wrong} errors in {total}")
+    fig.colorbar(image, ax=ax, label="misclassified images")
+    fig.tight_layout()
+    _save(fig, path, dpi)
+
+
+def plot_misclassified(rows: list[dict[str, Any]], images: torch.Tensor, path: Path, dpi: int,
+                       limit: int) -> None:
+    """A grid of up to `limit` misclassified test images, least confident mistakes last."""
+    wrong = sorted((r for r in rows if r["actual"] != r["predicted"]), key=lambda r: -r["probability"])[:limit]
+    cols = 10
+    nrows = max(1, math.ceil(len(wrong) / cols))
+    fig, axes = plt.subplots(nrows, cols, figsize=(cols * 1.1, nrows * 1.3 + 0.5), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, row in zip(axes.flat, wrong):
+        ax.imshow(images[row["index"]], cmap="gray_r")
+        ax.set_title(f"{row['actual']}→{row['predicted']} {row['probability']:.0%}", fontsize=8, color="tab:red")
+    fig.suptitle(f"Misclassified test images: true→predicted (probability); {len(wrong)} shown", fontsize=10)
+    fig.tight_layout()
+    _save(fig, path, dpi)
+
+
+def main(argv: list[str]) -> None:
+    p = params.load()
+    history = read_history(paths.TRAIN_HISTORY)
+    try:
+        rows = json.loads(paths.CONFUSION.read_text())
+    except FileNotFoundError:
+        raise StageError(f"{paths.CONFUSION}: missing (run `dvc repro evaluate` first)") from None
+    test_images, _ = idx.load_split(paths.RAW_DIR, "test")
+    plot_curves(history, paths.PLOTS / "training_curves.png", p.plots.dpi)
+    plot_confusion(rows, paths.PLOTS / "confusion_matrix.png", p.plots.dpi)
+    plot_misclassified(rows, test_images, paths.PLOTS / "misclassified.png", p.plots.dpi, p.plots.misclassified)
+    print(f"plots: {', '.join(sorted(f.name for f in paths.PLOTS.glob('*.png')))} in {paths.PLOTS}/")
+
+
+if __name__ == "__main__":
+    run(main)

@@ -1,0 +1,222 @@
+"""Stage `train`: fit Net on MNIST with early stopping; keep the best weights.
+
+Validation is a seeded hold-out of the training set by default, so the test
+set is never seen here (`data.validation: test` reproduces the seed's protocol
+for comparison). Per-epoch history goes to DVCLive; the best weights by
+validation accuracy (ties: lower validation loss) go to models/model.pt.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+from stages import atomic, data, params, paths
+from stages.cli import run
+from stages.infer import score
+from stages.model import Net
+
+
+@dataclass
+class Result:
+    best_state: dict[str, torch.Tensor]
+    best_epoch: int
+    best_accuracy: float
+    best_loss: float
+    epochs_run: int
+    stopped_because: str  # "target_accuracy", "patience" or "epochs"
+    history: list[dict[str, float]] = field(default_factory=list)
+
+
+def seed_everything(seed: int) -> None:
+    torch.manual_seed(seed)
+    # Same params, seed and machine must give the same weights and metrics.
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.backends.cudnn.benchmark = False
+
+
+def make_optimizer(model: torch.nn.Module, cfg: params.Train) -> torch.optim.Optimizer:
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
+                               nesterov=cfg.nesterov and cfg.momentum > 0, weight_decay=cfg.weight_decay)
+    return torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+
+def make_scheduler(optimizer: torch.optim.Optimizer, cfg: params.Train,
+                   total_steps: int) -> torch.optim.lr_scheduler.LRScheduler:
+    """A per-step schedule over all `epochs`; early stopping may end it sooner."""
+    if cfg.schedule == "onecycle":
+        # cycle_momentum off: train.momentum means what it says.
+        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=cfg.lr, total_steps=total_steps,
+                                                   cycle_momentum=False)
+    if cfg.schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total_steps)
+    return torch.optim.lr_scheduler.ConstantLR(optimizer, factor=1.0, total_iters=0)
+
+
+def train(*, train_x: torch.Tensor, train_y: torch.Tensor, val_x: torch.Tensor, val_y: torch.Tensor,
+          cfg: params.Train, dropout: float,
+          on_epoch: Callable[[dict[str, float]], None] = lambda record: None) -> Result:
+    """Train a fresh Net; return the best weights by validation accuracy and the per-epoch history.
+
+    Stops at `cfg.target_accuracy` (when set), after `cfg.patience` epochs
+    without improvement (when > 0), or after `cfg.epochs`.
+    """
+    seed_everything(cfg.seed)
+    device = train_x.device
+    generator = torch.Generator(device=device).manual_seed(cfg.seed)
+    model = Net(dropout=dropout).to(device)
+    # The EMA (when on) is what gets validated and saved; BatchNorm statistics are averaged too.
+    ema = (AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema_decay), use_buffers=True)
+           if cfg.ema_decay > 0 else None)
+    scored = ema.module if ema is not None else model
+    optimizer = make_optimizer(model, cfg)
+    # Whole batches only: a last batch of one image would break BatchNorm.
+    steps_per_epoch = len(train_x) // cfg.batch_size
+    scheduler = make_scheduler(optimizer, cfg, cfg.epochs * steps_per_epoch)
+    amp_dtype = data.autocast_dtype(cfg.precision, device)
+    aug = cfg.augment
+    augmenting = aug.rotate > 0 or aug.translate > 0 or aug.scale > 0
+
+    result = Result(best_state={}, best_epoch=0, best_accuracy=-1.0, best_loss=float("inf"),
+                    epochs_run=0, stopped_because="epochs")
+    since_best = 0
+    for epoch in range(1, cfg.epochs + 1):
+        start = time.perf_counter()
+        model.train()
+        lr = optimizer.param_groups[0]["lr"]
+        # Sums stay on the device: one host sync per epoch, not per step.
+        loss_sum = torch.zeros((), device=device)
+        correct = torch.zeros((), device=device, dtype=torch.long)
+        perm = torch.randperm(len(train_x), generator=generator, device=device)
+        for step in range(steps_per_epoch):
+            batch = perm[step * cfg.batch_size:(step + 1) * cfg.batch_size]
+            x, y = train_x[batch], train_y[batch]
+            if augmenting:
+                x = data.augment(x, rotate=aug.rotate, translate=aug.translate, scale=aug.scale,
+                                 generator=generator)
+            with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+                out = model(x)
+            loss = F.cross_entropy(out.float(), y, label_smoothing=cfg.label_smoothing)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            if ema is not None:
+                ema.update_parameters(model)
+            loss_sum += loss.detach()
+            correct += (out.argmax(1) == y).sum()
+        seen = steps_per_epoch * cfg.batch_size
+        val_accuracy, val_loss = score(scored, val_x, val_y)
+        record = {"epoch": epoch, "train_loss": loss_sum.item() / steps_per_epoch,
+                  "train_accuracy": correct.item() / seen, "val_loss": val_loss, "val_accuracy": val_accuracy,
+                  "lr": lr, "epoch_seconds": time.perf_counter() - start}
+        result.history.append(record)
+        result.epochs_run = epoch
+        on_epoch(record)
+
+        if (val_accuracy, -val_loss) > (result.best_accuracy, -result.best_loss):
+            result.best_state = {k: v.detach().clone() for k, v in scored.state_dict().items()}
+            result.best_epoch, result.best_accuracy, result.best_loss = epoch, val_accuracy, val_loss
+            since_best = 0
+        else:
+            since_best += 1
+        if cfg.target_accuracy is not None and val_accuracy >= cfg.target_accuracy:
+            result.stopped_because = "target_accuracy"
+            break
+        if cfg.patience and since_best >= cfg.patience:
+            result.stopped_because = "patience"
+            break
+    return result
+
+
+def model_summary() -> str:
+    """torchsummary's layer table of Net, as printed text."""
+    from torchsummary import summary
+
+    buffer = io.StringIO()
+    # A throwaway Net on the CPU: summary() runs a forward pass in train mode.
+    with contextlib.redirect_stdout(buffer):
+        summary(Net(), (1, 28, 28), device="cpu")
+    return buffer.getvalue()
+
+
+def _progress(epochs: int) -> Callable[[dict[str, float]], None]:
+    def report(r: dict[str, float]) -> None:
+        print(f"epoch {r['epoch']:>2}/{epochs}  train loss {r['train_loss']:.4f} acc {r['train_accuracy']:.2%}"
+              f"  val loss {r['val_loss']:.4f} acc {r['val_accuracy']:.2%}  lr {r['lr']:.4g}"
+              f"  {r['epoch_seconds']:.1f} s", flush=True)
+    return report
+
+
+def main(argv: list[str]) -> None:
+    p = params.load()
+    device = data.resolve_device(p.train.device)
+    if device.type == "cuda":
+        # cuBLAS needs this for deterministic results; it must be set before the first CUDA call.
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    summary_text = model_summary()
+    print(summary_text)
+
+    images, labels = data.load(paths.RAW_DIR, "train", device)
+    if p.data.validation == "holdout":
+        fit, held = data.holdout_split(len(images), p.data.holdout_size, p.data.split_seed)
+        train_x, train_y, val_x, val_y = images[fit], labels[fit], images[held], labels[held]
+        print(f"validation: {len(held)} images held out of the training set (seed {p.data.split_seed}); "
+              f"training on {len(fit)}")
+    else:
+        train_x, train_y = images, labels
+        val_x, val_y = data.load(paths.RAW_DIR, "test", device)
+        print("validation: the TEST set (data.validation: test, the seed's protocol): the reported test "
+              "accuracy is then not an unbiased estimate", file=sys.stderr)
+    amp = data.autocast_dtype(p.train.precision, device)
+    print(f"device: {device} ({'bfloat16 autocast' if amp else 'float32'}); {p.train.optimizer} lr {p.train.lr} ({p.train.schedule}), "
+          f"batch {p.train.batch_size}, up to {p.train.epochs} epochs", flush=True)
+
+    start = time.perf_counter()
+    result = train(train_x=train_x, train_y=train_y, val_x=val_x, val_y=val_y, cfg=p.train,
+                   dropout=p.model.dropout, on_epoch=_progress(p.train.epochs))
+    seconds = time.perf_counter() - start
+    summary = {"epochs_run": result.epochs_run, "best_epoch": result.best_epoch,
+               "best_val_accuracy": result.best_accuracy, "best_val_loss": result.best_loss,
+               "stopped_because": result.stopped_because, "train_seconds": round(seconds, 2),
+               "device": device.type}
+    print(f"stopped: {result.stopped_because} after {result.epochs_run} epochs, {seconds:.1f} s; best epoch "
+          f"{result.best_epoch} with validation accuracy {result.best_accuracy:.2%}")
+    write_outputs(result=result, summary=summary, summary_text=summary_text, all_params=params.as_dict(p))
+
+
+def write_outputs(*, result: Result, summary: dict[str, Any], summary_text: str,
+                  all_params: dict[str, Any]) -> None:
+    """models/model.pt and reports/train/ (DVCLive history, summary metrics, model table), each atomically."""
+    from dvclive import Live
+
+    checkpoint = {"state_dict": {k: v.cpu() for k, v in result.best_state.items()},
+                  "epoch": result.best_epoch, "val_accuracy": result.best_accuracy,
+                  "val_loss": result.best_loss, "params": all_params}
+    with atomic.atomic_path(paths.MODEL) as tmp:
+        torch.save(checkpoint, tmp)
+    with atomic.staged_files(paths.TRAIN_REPORT) as tmp_dir:
+        # DVCLive writes into a scratch folder whose files move into reports/train only when complete.
+        with Live(dir=str(tmp_dir), save_dvc_exp=False, dvcyaml=None, report=None) as live:
+            for record in result.history:
+                live.step = int(record["epoch"])
+                for key in ("train_loss", "train_accuracy", "val_loss", "val_accuracy", "lr", "epoch_seconds"):
+                    live.log_metric(key.replace("_", "/", 1) if key.startswith(("train_", "val_")) else key,
+                                    record[key])
+            live.summary.update(summary)
+        (tmp_dir / "model_summary.txt").write_text(summary_text)
+
+
+if __name__ == "__main__":
+    run(main)

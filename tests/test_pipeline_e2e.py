@@ -1,0 +1,122 @@
+"""End to end: a temporary git + DVC repository, tiny generated MNIST served via MNIST_DIR, real `dvc` commands."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from tests.conftest import REPO, write_dataset
+
+pytestmark = pytest.mark.e2e
+
+
+def sh(repo: Path, *args: str, env: dict[str, str]) -> str:
+    done = subprocess.run(args, cwd=repo, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, f"{' '.join(args)} failed:\n{done.stdout}\n{done.stderr}"
+    return done.stdout + done.stderr
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory) -> tuple[Path, dict[str, str]]:
+    """A fresh git+DVC copy of this project, set up for tiny data, with `dvc repro` already run once."""
+    root = tmp_path_factory.mktemp("e2e")
+    repo = root / "repo"
+    repo.mkdir()
+    shutil.copytree(REPO / "stages", repo / "stages", ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("dvc.yaml", ".gitignore"):
+        shutil.copy(REPO / name, repo / name)
+    md5 = write_dataset(root / "mnist", n_train=400, n_test=100, gz=True)
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params["data"].update(md5=md5, sources=[str(root / "no-such-mirror")], holdout_size=100)
+    params["train"].update(epochs=2, batch_size=50, device="cpu")
+    params["plots"].update(dpi=40, misclassified=20)
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+    env = {**os.environ, "MNIST_DIR": str(root / "mnist"), "DVC_NO_ANALYTICS": "1",
+           "GIT_AUTHOR_NAME": "e2e", "GIT_AUTHOR_EMAIL": "e2e@example.invalid",
+           "GIT_COMMITTER_NAME": "e2e", "GIT_COMMITTER_EMAIL": "e2e@example.invalid",
+           "HOME": str(root), "PYTHONPATH": ""}
+    sh(repo, "git", "init", "-q", "-b", "main", env=env)
+    sh(repo, "dvc", "init", "-q", env=env)
+    sh(repo, "git", "add", "-A", env=env)
+    sh(repo, "git", "commit", "-q", "-m", "pipeline", env=env)
+    out = sh(repo, "dvc", "repro", env=env)
+    assert all(f"Running stage '{s}'" in out for s in ("download", "train", "evaluate", "plots")), out
+    sh(repo, "git", "add", "-A", env=env)
+    sh(repo, "git", "commit", "-q", "-m", "first run", env=env)
+    return repo, env
+
+
+def test_repro_writes_every_output(project) -> None:
+    repo, _ = project
+    metrics = json.loads((repo / "reports/metrics.json").read_text())["test"]
+    assert set(metrics) >= {"accuracy", "loss", "errors", "per_class_accuracy"}
+    assert 0.0 <= metrics["accuracy"] <= 1.0 and metrics["images"] == 100
+    assert metrics["errors"] == round((1 - metrics["accuracy"]) * 100)
+    checkpoint = torch.load(repo / "models/model.pt", weights_only=True)
+    assert {"state_dict", "epoch", "val_accuracy", "params"} <= set(checkpoint)
+    assert checkpoint["params"]["train"]["epochs"] == 2
+    summary = json.loads((repo / "reports/train/metrics.json").read_text())
+    assert summary["epochs_run"] == 2 and summary["stopped_because"] == "epochs"
+    for png in ("training_curves", "confusion_matrix", "misclassified"):
+        assert (repo / f"reports/plots/{png}.png").read_bytes()[:4] == b"\x89PNG"
+    assert "Total params: 9,802" in (repo / "reports/train/model_summary.txt").read_text()
+
+
+def test_outputs_are_dvc_tracked_not_in_git(project) -> None:
+    repo, env = project
+    tracked = sh(repo, "git", "ls-files", env=env).split()
+    assert "dvc.lock" in tracked
+    assert not [f for f in tracked if f.startswith(("data/raw", "models/", "reports/"))
+                and not f.endswith(".gitignore")]
+
+
+def test_second_repro_does_nothing(project) -> None:
+    repo, env = project
+    out = sh(repo, "dvc", "repro", env=env)
+    assert "Data and pipelines are up to date." in out
+    assert "Running stage" not in out
+
+
+def test_metrics_show_prints_test_accuracy(project) -> None:
+    repo, env = project
+    out = sh(repo, "dvc", "metrics", "show", env=env)
+    assert "reports/metrics.json" in out and "test.accuracy" in out
+    accuracy = json.loads((repo / "reports/metrics.json").read_text())["test"]["accuracy"]
+    shown = json.loads(sh(repo, "dvc", "metrics", "show", "--json", env=env))
+    assert shown[""]["data"]["reports/metrics.json"]["data"]["test"]["accuracy"] == accuracy
+    assert str(round(accuracy, 5)) in out
+
+
+def test_changing_a_plots_param_reruns_only_plots(project) -> None:
+    repo, env = project
+    out = sh(repo, "dvc", "exp", "run", "-S", "plots.dpi=50", env=env)
+    assert "Running stage 'plots'" in out
+    assert "Running stage 'train'" not in out and "Running stage 'evaluate'" not in out
+
+
+def test_experiment_with_adam_compares_in_exp_show_and_plots_diff(project) -> None:
+    repo, env = project
+    out = sh(repo, "dvc", "exp", "run", "-n", "adam-e2e", "-S", "train.optimizer=adam", "-S", "train.lr=0.003",
+             env=env)
+    assert "Running stage 'train'" in out and "Running stage 'download'" not in out
+    # `dvc exp show --json`: one entry per commit, each with the experiments run from it.
+    shown = json.loads(sh(repo, "dvc", "exp", "show", "--json", env=env))
+    runs = [rev for commit in shown for exp in (commit.get("experiments") or []) for rev in exp["revs"]]
+    assert "adam-e2e" in [r["name"] for r in runs]
+    adam = next(r for r in runs if r["name"] == "adam-e2e")["data"]
+    assert adam["params"]["params.yaml"]["data"]["train"]["optimizer"] == "adam"
+    assert "accuracy" in adam["metrics"]["reports/metrics.json"]["data"]["test"]
+
+    out = sh(repo, "dvc", "plots", "diff", "HEAD", "adam-e2e", "-o", "plots_html", env=env)
+    html = (repo / "plots_html" / "index.html").read_text()
+    assert "Accuracy per epoch" in html and "adam-e2e" in html
+    assert "training_curves.png" in html
+    assert len(list((repo / "plots_html" / "static").glob("*training_curves.png"))) == 2

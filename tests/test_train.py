@@ -1,0 +1,90 @@
+import dataclasses
+
+import pytest
+import torch
+
+from stages import data, params
+from stages.cli import StageError
+from stages.infer import score
+from stages.model import Net
+from stages.train import Result, train
+from tests.conftest import REPO, make_images
+
+BASE = params.load(REPO / "params.yaml").train
+
+
+@pytest.fixture(scope="module")
+def tiny() -> dict[str, torch.Tensor]:
+    x, y = make_images(600, seed=1)
+    vx, vy = make_images(200, seed=2)
+    return {"train_x": data.normalize(x), "train_y": y.long(), "val_x": data.normalize(vx), "val_y": vy.long()}
+
+
+def fit(tiny: dict[str, torch.Tensor], **overrides) -> Result:
+    cfg = dataclasses.replace(BASE, **{"batch_size": 32, "lr": 0.05, "precision": "fp32", **overrides})
+    return train(**tiny, cfg=cfg, dropout=0.0)
+
+
+def test_stops_at_target_accuracy_and_keeps_that_epoch(tiny) -> None:
+    result = fit(tiny, epochs=12, target_accuracy=0.9)
+    assert result.stopped_because == "target_accuracy"
+    assert result.epochs_run < 12
+    assert result.history[-1]["val_accuracy"] >= 0.9
+    assert result.best_epoch == result.epochs_run
+
+
+def test_patience_stops_after_epochs_without_improvement(tiny) -> None:
+    result = fit(tiny, epochs=12, patience=2, schedule="constant")
+    assert result.stopped_because == "patience"
+    assert result.epochs_run == result.best_epoch + 2
+    best = max(result.history, key=lambda r: (r["val_accuracy"], -r["val_loss"]))
+    assert best["epoch"] == result.best_epoch
+
+
+def test_saved_weights_are_the_best_epochs_not_the_last(tiny) -> None:
+    result = fit(tiny, epochs=4, schedule="constant", lr=0.3)
+    model = Net()
+    model.load_state_dict(result.best_state)
+    accuracy, loss = score(model, tiny["val_x"], tiny["val_y"])
+    assert accuracy == pytest.approx(result.best_accuracy)
+    assert loss == pytest.approx(result.best_loss, rel=1e-5)
+    assert len(result.history) == 4
+    assert {"epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "lr", "epoch_seconds"} == set(
+        result.history[0])
+
+
+def test_same_seed_same_history_other_seed_differs(tiny) -> None:
+    def curve(seed: int) -> list[tuple[float, float]]:
+        return [(r["train_loss"], r["val_loss"]) for r in fit(tiny, epochs=2, seed=seed, ema_decay=0.9).history]
+    assert curve(3) == curve(3)
+    assert curve(3) != curve(4)
+
+
+def test_holdout_split_is_seeded_disjoint_and_complete() -> None:
+    fit_idx, held = data.holdout_split(100, 20, seed=0)
+    assert len(held) == 20 and len(fit_idx) == 80
+    assert sorted(torch.cat([fit_idx, held]).tolist()) == list(range(100))
+    assert torch.equal(held, data.holdout_split(100, 20, seed=0)[1])
+    assert not torch.equal(held, data.holdout_split(100, 20, seed=1)[1])
+    with pytest.raises(StageError, match="data.holdout_size"):
+        data.holdout_split(100, 100, seed=0)
+
+
+def test_augmentation_keeps_shape_and_background() -> None:
+    x = data.normalize(make_images(16, seed=3)[0])
+    g = torch.Generator().manual_seed(0)
+    same = data.augment(x, rotate=0, translate=0, scale=0, generator=g)
+    assert torch.allclose(same, x, atol=1e-5)
+    moved = data.augment(x, rotate=15, translate=0.1, scale=0.1, generator=g)
+    assert moved.shape == x.shape
+    assert not torch.allclose(moved, x)
+    background = data.normalize(torch.zeros(1, 28, 28, dtype=torch.uint8)).flatten()[0]
+    assert moved.min() >= background - 1e-5
+
+
+def test_explicit_accelerator_that_is_missing_is_an_error() -> None:
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    with pytest.raises(StageError, match="'cuda' is not available on this machine"):
+        data.resolve_device("cuda")
+    assert data.resolve_device("auto").type in ("cpu", "mps")
