@@ -34,7 +34,8 @@ def run(main: Callable[[list[str]], None]) -> None:
     signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         main(argv)
-    except (StageError, ParamsError) as exc:
+    # OSError: unreadable or unwritable files, a full disk; its message names the path.
+    except (StageError, ParamsError, OSError) as exc:
         if debug:
             traceback.print_exc()
         print(f"error: {exc}", file=sys.stderr)

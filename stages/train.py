@@ -204,10 +204,10 @@ def write_outputs(*, result: Result, summary: dict[str, Any], summary_text: str,
     checkpoint = {"state_dict": {k: v.cpu() for k, v in result.best_state.items()},
                   "epoch": result.best_epoch, "val_accuracy": result.best_accuracy,
                   "val_loss": result.best_loss, "params": all_params}
-    with atomic.atomic_path(paths.MODEL) as tmp:
-        torch.save(checkpoint, tmp)
-    with atomic.staged_files(paths.TRAIN_REPORT) as tmp_dir:
-        # DVCLive writes into a scratch folder whose files move into reports/train only when complete.
+    # Both outputs are complete in scratch files before either is renamed into place.
+    with atomic.atomic_path(paths.MODEL) as tmp_model, atomic.staged_files(paths.TRAIN_REPORT) as tmp_dir:
+        torch.save(checkpoint, tmp_model)
+        # DVCLive writes into the scratch folder; its files move into reports/train only when complete.
         with Live(dir=str(tmp_dir), save_dvc_exp=False, dvcyaml=None, report=None) as live:
             for record in result.history:
                 live.step = int(record["epoch"])

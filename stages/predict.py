@@ -1,0 +1,97 @@
+"""Predict the digit in image files with the trained model.
+
+    python -m stages.predict IMAGE [IMAGE ...] [--json] [--model models/model.pt]
+
+Any size of PNG or JPEG, dark ink on light paper or the reverse. Each image is
+prepared as MNIST's were: grayscale, ink made bright on black, the ink's
+bounding box fitted into 20x20 keeping its aspect ratio, then placed in 28x28
+so that its center of mass is at the center.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from stages import paths
+from stages.cli import StageError, run
+from stages.infer import load_checkpoint, logits
+from stages.model import MEAN, STD
+
+INK_THRESHOLD = 0.3  # of the contrast range: brighter than this (after inversion) counts as ink
+
+
+def read_gray(path: Path) -> torch.Tensor:
+    """Pixels of an image file as float (H, W) in [0, 1]."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as image:
+            gray = image.convert("L")
+            gray.load()
+    except FileNotFoundError:
+        raise StageError(f"{path}: no such file") from None
+    except (UnidentifiedImageError, OSError, ValueError) as exc:
+        raise StageError(f"{path}: not a readable image ({exc})") from None
+    if gray.width == 0 or gray.height == 0:
+        raise StageError(f"{path}: empty image")
+    return torch.frombuffer(bytearray(gray.tobytes()), dtype=torch.uint8).reshape(gray.height, gray.width) / 255.0
+
+
+def to_mnist(gray: torch.Tensor, where: str = "image") -> torch.Tensor:
+    """A (H, W) grayscale picture of one digit -> normalized (1, 28, 28) like an MNIST image."""
+    border = torch.cat([gray[0], gray[-1], gray[:, 0], gray[:, -1]])
+    if border.median() > 0.5:  # light paper: make the ink the bright part, as in MNIST
+        gray = 1.0 - gray
+    low, high = gray.min(), gray.max()
+    if high - low < 0.1:
+        raise StageError(f"{where}: no digit found (the image is blank or nearly uniform)")
+    gray = ((gray - low) / (high - low)).clamp(0, 1)
+    rows, cols = torch.nonzero(gray > INK_THRESHOLD, as_tuple=True)
+    ink = gray[rows.min():rows.max() + 1, cols.min():cols.max() + 1]
+    h, w = ink.shape
+    scale = 20.0 / max(h, w)
+    size = (max(1, round(h * scale)), max(1, round(w * scale)))
+    digit = F.interpolate(ink[None, None], size=size, mode="bilinear", antialias=True, align_corners=False)[0, 0]
+    # Center of mass of the fitted digit goes to the image center (MNIST's convention).
+    total = digit.sum()
+    cy = (digit.sum(1) * torch.arange(size[0])).sum() / total
+    cx = (digit.sum(0) * torch.arange(size[1])).sum() / total
+    top = int(round(13.5 - float(cy)))
+    left = int(round(13.5 - float(cx)))
+    top, left = min(max(top, 0), 28 - size[0]), min(max(left, 0), 28 - size[1])
+    canvas = torch.zeros(28, 28)
+    canvas[top:top + size[0], left:left + size[1]] = digit
+    return ((canvas - MEAN) / STD)[None]
+
+
+def predict(*, model: torch.nn.Module, images: list[Path]) -> list[dict[str, object]]:
+    """[{file, digit, probability}] for each image file."""
+    batch = torch.stack([to_mnist(read_gray(path), str(path)) for path in images])
+    probs = logits(model, batch.to(next(model.parameters()).device)).float().softmax(1).cpu()
+    best = probs.max(1)
+    return [{"file": str(path), "digit": int(d), "probability": round(float(p), 4)}
+            for path, d, p in zip(images, best.indices, best.values)]
+
+
+def main(argv: list[str]) -> None:
+    parser = argparse.ArgumentParser(prog="python -m stages.predict", description=__doc__.splitlines()[0])
+    parser.add_argument("images", nargs="+", type=Path, help="PNG or JPEG files, one digit each")
+    parser.add_argument("--json", action="store_true", help="print a JSON list instead of lines")
+    parser.add_argument("--model", type=Path, default=paths.MODEL, help="checkpoint (default: %(default)s)")
+    args = parser.parse_args(argv)
+    model, _ = load_checkpoint(args.model, torch.device("cpu"))
+    results = predict(model=model, images=args.images)
+    if args.json:
+        print(json.dumps(results, indent=2))
+    else:
+        for r in results:
+            print(f"{r['file']}: {r['digit']} ({r['probability']:.1%})")
+
+
+if __name__ == "__main__":
+    run(main)

@@ -1,0 +1,84 @@
+"""Summarize DVC experiments as a Markdown table: per-experiment test accuracy, then mean/std/min/max.
+
+    python -m stages.report                 # every experiment of HEAD
+    python -m stages.report exp-a exp-b     # just these
+    python -m stages.report --all-commits   # experiments of every commit, not only HEAD
+
+Reads what `dvc exp show` reads (through dvc.api.exp_show); writes nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+from typing import Any
+
+from stages.cli import StageError, run
+
+# Columns shown per experiment: (header, exp_show key suffix, format)
+COLUMNS = [("seed", "train.seed", "{:d}"), ("test accuracy", "test.accuracy", "{:.2%}"),
+           ("test errors", "test.errors", "{:d}"), ("epochs run", "epochs_run", "{:d}"),
+           ("best epoch", "best_epoch", "{:d}"), ("train seconds", "train_seconds", "{:.0f}")]
+
+
+def _value(row: dict[str, Any], suffix: str) -> Any:
+    """The value of the one column whose name ends with `suffix` (exp_show prefixes file names on clashes)."""
+    for key, value in row.items():
+        if key == suffix or key.endswith(":" + suffix):
+            return value
+    return None
+
+
+def summarize(rows: list[dict[str, Any]]) -> str:
+    """Markdown: one line per experiment, then mean, standard deviation, minimum and maximum of each column."""
+    if not rows:
+        raise StageError("no experiments to summarize (run some with `dvc exp run`, see README)")
+    header = ["experiment"] + [c[0] for c in COLUMNS]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    values: dict[str, list[float]] = {c[0]: [] for c in COLUMNS}
+    for row in rows:
+        cells = [str(row.get("Experiment") or row.get("rev"))]
+        for name, suffix, fmt in COLUMNS:
+            value = _value(row, suffix)
+            cells.append("-" if value is None else fmt.format(value))
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                values[name].append(float(value))
+        lines.append("| " + " | ".join(cells) + " |")
+    for label, stat in (("mean", statistics.fmean), ("std", statistics.stdev), ("min", min), ("max", max)):
+        cells = [f"**{label}**"]
+        for name, _, fmt in COLUMNS:
+            column = values[name]
+            if name == "seed" or len(column) < (2 if label == "std" else 1):
+                cells.append("")
+            else:
+                x = stat(column)
+                cells.append((fmt.replace(":d", ":.1f") if fmt.endswith("d}") else fmt).format(x))
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def experiment_rows(names: list[str], all_commits: bool) -> list[dict[str, Any]]:
+    """exp_show rows of the named experiments, or of every experiment when none are named."""
+    import dvc.api
+
+    rows = dvc.api.exp_show(repo=".", num=-1 if all_commits else 1)
+    experiments = [r for r in rows if r.get("Experiment") and r.get("State") in (None, "Success")]
+    if not names:
+        return experiments
+    by_name = {r["Experiment"]: r for r in experiments}
+    missing = [n for n in names if n not in by_name]
+    if missing:
+        raise StageError(f"no such experiment: {', '.join(missing)} (see `dvc exp show`)")
+    return [by_name[n] for n in names]
+
+
+def main(argv: list[str]) -> None:
+    parser = argparse.ArgumentParser(prog="python -m stages.report", description=__doc__.splitlines()[0])
+    parser.add_argument("experiments", nargs="*", help="experiment names (default: all of HEAD)")
+    parser.add_argument("--all-commits", action="store_true", help="include experiments of earlier commits")
+    args = parser.parse_args(argv)
+    print(summarize(experiment_rows(args.experiments, args.all_commits)))
+
+
+if __name__ == "__main__":
+    run(main)

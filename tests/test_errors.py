@@ -1,0 +1,213 @@
+"""Bad params, bad data, bad model files: exit 2, one line naming the file or key, no output touched."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from stages import cli, download, evaluate, idx, plots, train
+from tests.conftest import REPO, write_dataset
+
+
+def snapshot(root: Path) -> dict[str, str]:
+    return {str(p.relative_to(root)): hashlib.md5(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture
+def project(tmp_path: Path, monkeypatch) -> Path:
+    """A working directory laid out like the repository, with tiny generated data in data/raw."""
+    md5 = write_dataset(tmp_path / "data" / "raw", n_train=300, n_test=100)
+    raw = yaml.safe_load((REPO / "params.yaml").read_text())
+    raw["data"].update(md5=md5, sources=[str(tmp_path / "data" / "raw")], holdout_size=50)
+    raw["train"].update(epochs=1, batch_size=50, device="cpu")
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MNIST_DIR", raising=False)
+    monkeypatch.delenv("MNIST_DEBUG", raising=False)
+    return tmp_path
+
+
+def set_param(root: Path, dotted: str, value) -> None:
+    raw = yaml.safe_load((root / "params.yaml").read_text())
+    *parents, last = dotted.split(".")
+    node = raw
+    for key in parents:
+        node = node[key]
+    node[last] = value
+    (root / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+
+
+def fails(root: Path, main: Callable[[list[str]], None], capsys, expected: str) -> str:
+    """Run a stage's main as `python -m` would; assert exit 2, a message with `expected`, nothing written."""
+    before = snapshot(root)
+    with pytest.raises(SystemExit) as exit_info:
+        cli.run(main)
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2
+    assert expected in err, err
+    assert "Traceback" not in err
+    assert snapshot(root) == before
+    return err.strip()
+
+
+@pytest.mark.parametrize("dotted, value, expected", [
+    ("train.optimiser", "adam", "unknown key 'train.optimiser'; did you mean 'train.optimizer'?"),
+    ("train.epochs", "ten", "train.epochs: must be an integer, got 'ten'"),
+    ("train.lr", float("nan"), "train.lr: must be a finite number"),
+    ("train.optimizer", "adamw2", "train.optimizer: 'adamw2' is not one of 'sgd', 'adam'"),
+    ("train.device", "tpu", "train.device: 'tpu' is not one of 'auto', 'cpu', 'cuda', 'mps'"),
+    ("data.holdout_size", 300, "data.holdout_size: must be in [1, 299] for 300 training images"),
+])
+def test_bad_params_stop_train_with_one_line(project: Path, capsys, dotted, value, expected) -> None:
+    set_param(project, dotted, value)
+    fails(project, train.main, capsys, expected)
+
+
+def test_missing_accelerator_is_named(project: Path, capsys) -> None:
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    set_param(project, "train.device", "cuda")
+    fails(project, train.main, capsys, "train.device: 'cuda' is not available on this machine")
+
+
+def _rewrite(path: Path, change: Callable[[bytes], bytes]) -> None:
+    path.write_bytes(change(path.read_bytes()))
+
+
+@pytest.mark.parametrize("name, change, expected", [
+    ("train-images-idx3-ubyte", None, "train-images-idx3-ubyte: missing"),
+    ("train-images-idx3-ubyte", lambda b: b[:1000], "train-images-idx3-ubyte: truncated"),
+    ("train-labels-idx1-ubyte", lambda b: b"\x00\x00\x08\x07" + b[4:], "wrong magic number 0x00000807"),
+    ("train-images-idx3-ubyte", lambda b: b[:4] + (299).to_bytes(4, "big") + b[8:], "too long"),
+    ("train-labels-idx1-ubyte", lambda b: b[:8] + bytes([10]) + b[9:], "labels outside 0-9"),
+    ("train-labels-idx1-ubyte", lambda b: b[:4] + (299).to_bytes(4, "big") + b[8:-1],
+     "300 images in train-images-idx3-ubyte but 299 labels"),
+])
+def test_bad_data_files_stop_train_naming_the_file(project: Path, capsys, name, change, expected) -> None:
+    path = project / "data" / "raw" / name
+    if change is None:
+        path.unlink()
+    else:
+        _rewrite(path, change)
+    fails(project, train.main, capsys, expected)
+
+
+def test_checksum_mismatch_fails_download_and_keeps_data(project: Path, capsys) -> None:
+    set_param(project, "data.md5.t10k-labels-idx1-ubyte", "0" * 32)
+    message = fails(project, download.main, capsys, "t10k-labels-idx1-ubyte: MD5")
+    assert "is not the expected 00000000000000000000000000000000" in message
+
+
+def test_every_source_failing_lists_each_attempt(project: Path, capsys) -> None:
+    set_param(project, "data.sources", [str(project / "nowhere"), "https://127.0.0.1:9/mnist/"])
+    err = fails(project, download.main, capsys, "no source yielded")
+    assert "nowhere: not a directory" in err and "127.0.0.1:9" in err
+
+
+def test_tarball_with_member_outside_target_is_refused(project: Path, capsys) -> None:
+    import io
+    import tarfile
+
+    with tarfile.open(project / "evil.tgz", "w:gz") as archive:
+        info = tarfile.TarInfo("../../escaped")
+        info.size = 1
+        archive.addfile(info, io.BytesIO(b"x"))
+    set_param(project, "data.sources", [str(project / "evil.tgz")])
+    fails(project, download.main, capsys, "unsafe member '../../escaped' would land outside the target directory")
+    assert not (project.parent / "escaped").exists()
+
+
+@pytest.mark.parametrize("content, expected", [
+    (None, "models/model.pt: missing (run `dvc repro train` first)"),
+    (b"PK\x03\x04 truncated", "models/model.pt: not a readable checkpoint"),
+    (b"just some text", "models/model.pt: not a readable checkpoint"),
+    ("tensor", "models/model.pt: not a checkpoint of this project"),
+    ("other-net", "models/model.pt: holds weights of a different architecture"),
+])
+def test_bad_model_file_stops_evaluate(project: Path, capsys, content, expected) -> None:
+    model = project / "models" / "model.pt"
+    model.parent.mkdir(exist_ok=True)
+    if content == "tensor":
+        torch.save(torch.zeros(3), model)
+    elif content == "other-net":
+        torch.save({"state_dict": torch.nn.Linear(784, 10).state_dict()}, model)
+    elif content is not None:
+        model.write_bytes(content)
+    fails(project, evaluate.main, capsys, expected)
+
+
+def test_truncated_real_checkpoint_stops_evaluate(project: Path, capsys) -> None:
+    from stages.model import Net
+
+    model = project / "models" / "model.pt"
+    model.parent.mkdir()
+    torch.save({"state_dict": Net().state_dict()}, model)
+    _rewrite(model, lambda b: b[: len(b) // 2])
+    fails(project, evaluate.main, capsys, "models/model.pt: not a readable checkpoint")
+
+
+def test_plots_without_evaluate_output_names_the_missing_file(project: Path, capsys) -> None:
+    history = project / "reports" / "train" / "plots" / "metrics"
+    for split in ("train", "val"):
+        for metric in ("accuracy", "loss"):
+            (history / split).mkdir(parents=True, exist_ok=True)
+            (history / split / f"{metric}.tsv").write_text(f"timestamp\tstep\t{metric}\n0\t1\t0.5\n")
+    fails(project, plots.main, capsys, "reports/eval/confusion.json: missing (run `dvc repro evaluate` first)")
+
+
+def test_debug_shows_the_traceback(project: Path, capsys, monkeypatch) -> None:
+    set_param(project, "train.epochs", 0)
+    monkeypatch.setenv("MNIST_DEBUG", "1")
+    with pytest.raises(SystemExit):
+        cli.run(train.main)
+    assert "Traceback" in capsys.readouterr().err
+
+
+def _stage(project: Path, module: str) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    return subprocess.Popen([sys.executable, "-m", module], cwd=project, env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+def test_sigterm_and_kill_during_training_leave_nothing_and_a_rerun_matches(project: Path) -> None:
+    set_param(project, "train.epochs", 200)
+    set_param(project, "train.precision", "fp32")
+    outputs = [project / "models" / "model.pt", project / "reports" / "train" / "metrics.json"]
+
+    for sig, code in ((signal.SIGTERM, 130), (signal.SIGKILL, -signal.SIGKILL)):
+        proc = _stage(project, "stages.train")
+        for line in proc.stdout:  # wait until training is under way
+            if line.startswith("epoch  1/"):
+                break
+        time.sleep(0.2)
+        proc.send_signal(sig)
+        _, err = proc.communicate(timeout=60)
+        assert proc.returncode == code, err
+        assert not any(p.exists() for p in outputs)
+        if sig == signal.SIGTERM:  # unwinds like Ctrl-C: a message, no traceback, no scratch files
+            assert "interrupted: no outputs were written" in err and "Traceback" not in err
+            assert not list(project.rglob("*.tmp"))
+
+    # A clean rerun after the kill gives exactly the metrics of another clean run.
+    set_param(project, "train.epochs", 2)
+    metrics = []
+    for _ in range(2):
+        for module in ("stages.train", "stages.evaluate"):
+            proc = _stage(project, module)
+            _, err = proc.communicate(timeout=300)
+            assert proc.returncode == 0, err
+        metrics.append((project / "reports" / "metrics.json").read_text())
+        shutil.rmtree(project / "models")
+    assert metrics[0] == metrics[1]

@@ -1,0 +1,79 @@
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image, ImageOps
+
+from stages import cli, predict
+from stages.cli import StageError
+from stages.model import MEAN, STD, Net
+
+SEVEN = Path(__file__).parent / "data" / "seven.png"
+
+
+def pixels(x: torch.Tensor) -> torch.Tensor:
+    return x[0] * STD + MEAN
+
+
+def test_sample_is_prepared_like_mnist() -> None:
+    x = predict.to_mnist(predict.read_gray(SEVEN))
+    assert x.shape == (1, 28, 28)
+    ink = pixels(x) > 0.3
+    rows, cols = torch.nonzero(ink, as_tuple=True)
+    assert int(rows.max() - rows.min() + 1) <= 20 and int(cols.max() - cols.min() + 1) <= 20
+    assert max(int(rows.max() - rows.min() + 1), int(cols.max() - cols.min() + 1)) >= 19  # fitted to 20
+    weights = pixels(x).clamp(min=0)
+    cy = (weights.sum(1) * torch.arange(28)).sum() / weights.sum()
+    cx = (weights.sum(0) * torch.arange(28)).sum() / weights.sum()
+    assert abs(float(cy) - 13.5) <= 0.6 and abs(float(cx) - 13.5) <= 0.6
+    assert float(pixels(x)[0, 0]) == pytest.approx(0.0, abs=1e-6)  # black background
+
+
+def test_inverted_and_resized_images_prepare_the_same(tmp_path: Path) -> None:
+    with Image.open(SEVEN) as image:
+        ImageOps.invert(image.convert("L")).save(tmp_path / "inverted.png")
+        image.resize((image.width * 3, image.height * 3)).save(tmp_path / "big.jpg", quality=95)
+    reference = predict.to_mnist(predict.read_gray(SEVEN))
+    assert torch.allclose(predict.to_mnist(predict.read_gray(tmp_path / "inverted.png")), reference, atol=0.02)
+    big = predict.to_mnist(predict.read_gray(tmp_path / "big.jpg"))
+    # Resampling moves strokes by up to a pixel; each image's ink must lie within 1 px of the other's.
+    ink_big, ink_ref = (pixels(big) > 0.5).float(), (pixels(reference) > 0.5).float()
+    near = torch.nn.functional.max_pool2d
+    assert torch.all(ink_big <= near(ink_ref[None], 3, 1, 1)[0])
+    assert torch.all(ink_ref <= near(ink_big[None], 3, 1, 1)[0])
+
+
+def test_cli_prints_digit_and_probability_as_text_and_json(tmp_path: Path, monkeypatch, capsys) -> None:
+    torch.manual_seed(0)
+    model = tmp_path / "model.pt"
+    torch.save({"state_dict": Net().state_dict(), "epoch": 1}, model)
+    with Image.open(SEVEN) as image:
+        ImageOps.invert(image.convert("L")).save(tmp_path / "inverted.png")
+    files = [str(SEVEN), str(tmp_path / "inverted.png")]
+    monkeypatch.setattr("sys.argv", ["predict", *files, "--model", str(model), "--json"])
+    cli.run(predict.main)
+    results = json.loads(capsys.readouterr().out)
+    assert [r["file"] for r in results] == files
+    assert all(0 <= r["digit"] <= 9 and 0 < r["probability"] <= 1 for r in results)
+    assert results[0]["digit"] == results[1]["digit"]  # dark-on-light and light-on-dark agree
+
+    monkeypatch.setattr("sys.argv", ["predict", str(SEVEN), "--model", str(model)])
+    cli.run(predict.main)
+    line = capsys.readouterr().out.strip()
+    assert line.startswith(f"{SEVEN}: {results[0]['digit']} (") and line.endswith("%)")
+
+
+@pytest.mark.parametrize("content, expected", [
+    (b"not an image at all", "not a readable image"),
+    (b"", "not a readable image"),
+    ("blank", "no digit found"),
+])
+def test_bad_image_files_get_a_clear_error(tmp_path: Path, content, expected) -> None:
+    path = tmp_path / "x.png"
+    if content == "blank":
+        Image.new("L", (40, 40), 255).save(path)
+    else:
+        path.write_bytes(content)
+    with pytest.raises(StageError, match=expected):
+        predict.to_mnist(predict.read_gray(path), str(path))
