@@ -15,18 +15,21 @@ from typing import Any
 
 from stages.cli import StageError, run
 
-# Columns shown per experiment: (header, exp_show key suffix, format)
-COLUMNS = [("seed", "train.seed", "{:d}"), ("test accuracy", "test.accuracy", "{:.2%}"),
-           ("test errors", "test.errors", "{:d}"), ("epochs run", "epochs_run", "{:d}"),
-           ("best epoch", "best_epoch", "{:d}"), ("train seconds", "train_seconds", "{:.0f}")]
+# Columns per experiment: (header, exp_show key, decimals). exp_show gives every number as a float.
+COLUMNS = [("seed", "train.seed", 0), ("test accuracy (%)", "test.accuracy", 2), ("test errors", "test.errors", 0),
+           ("epochs run", "epochs_run", 0), ("best epoch", "best_epoch", 0), ("train seconds", "train_seconds", 0)]
 
 
-def _value(row: dict[str, Any], suffix: str) -> Any:
-    """The value of the one column whose name ends with `suffix` (exp_show prefixes file names on clashes)."""
+def _value(row: dict[str, Any], name: str) -> float | None:
+    """A column's value; exp_show prefixes the file name (`path:name`) when two files share a name."""
     for key, value in row.items():
-        if key == suffix or key.endswith(":" + suffix):
-            return value
+        if (key == name or key.endswith(":" + name)) and isinstance(value, (int, float)):
+            return float(value)
     return None
+
+
+def _cell(value: float, header: str, decimals: int) -> str:
+    return f"{value * 100:.{decimals}f}" if header.endswith("(%)") else f"{value:.{decimals}f}"
 
 
 def summarize(rows: list[dict[str, Any]]) -> str:
@@ -38,21 +41,20 @@ def summarize(rows: list[dict[str, Any]]) -> str:
     values: dict[str, list[float]] = {c[0]: [] for c in COLUMNS}
     for row in rows:
         cells = [str(row.get("Experiment") or row.get("rev"))]
-        for name, suffix, fmt in COLUMNS:
-            value = _value(row, suffix)
-            cells.append("-" if value is None else fmt.format(value))
-            if isinstance(value, (int, float)) and not isinstance(value, bool):
+        for name, key, decimals in COLUMNS:
+            value = _value(row, key)
+            cells.append("-" if value is None else _cell(value, name, decimals))
+            if value is not None:
                 values[name].append(float(value))
         lines.append("| " + " | ".join(cells) + " |")
     for label, stat in (("mean", statistics.fmean), ("std", statistics.stdev), ("min", min), ("max", max)):
         cells = [f"**{label}**"]
-        for name, _, fmt in COLUMNS:
+        for name, _, decimals in COLUMNS:
             column = values[name]
-            if name == "seed" or len(column) < (2 if label == "std" else 1):
-                cells.append("")
-            else:
-                x = stat(column)
-                cells.append((fmt.replace(":d", ":.1f") if fmt.endswith("d}") else fmt).format(x))
+            enough = len(column) >= (2 if label == "std" else 1)
+            # Means and spreads of integer columns need a decimal more than the values.
+            shown = decimals + (1 if label in ("mean", "std") else 0)
+            cells.append(_cell(stat(column), name, shown) if enough and name != "seed" else "")
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

@@ -6,6 +6,8 @@ import json
 import os
 import shutil
 import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -120,3 +122,49 @@ def test_experiment_with_adam_compares_in_exp_show_and_plots_diff(project) -> No
     assert "Accuracy per epoch" in html and "adam-e2e" in html
     assert "training_curves.png" in html
     assert len(list((repo / "plots_html" / "static").glob("*training_curves.png"))) == 2
+
+
+def test_queued_seed_sweep_runs_in_parallel_and_reports(project) -> None:
+    repo, env = project
+    sh(repo, "dvc", "exp", "run", "--queue", "-S", "train.seed=1,2", env=env)
+    sh(repo, "dvc", "queue", "start", "-j", "2", env=env)
+    deadline = time.monotonic() + 400
+    while time.monotonic() < deadline:
+        status = sh(repo, "dvc", "queue", "status", env=env)
+        if "Queued" not in status and "Running" not in status:
+            break
+        time.sleep(3)
+    assert "Failed" not in status, sh(repo, "dvc", "queue", "logs", status.split()[-1], env=env)
+    shown = json.loads(sh(repo, "dvc", "exp", "show", "--json", env=env))
+    runs = [rev["data"] for commit in shown for exp in (commit.get("experiments") or []) for rev in exp["revs"]]
+    seeds = {r["params"]["params.yaml"]["data"]["train"]["seed"]: r for r in runs}
+    assert {1, 2} <= set(seeds)
+    for seed in (1, 2):
+        metrics = seeds[seed]["metrics"]
+        assert "accuracy" in metrics["reports/metrics.json"]["data"]["test"]
+        assert metrics["reports/train/metrics.json"]["data"]["epochs_run"] == 2
+
+    table = sh(repo, sys.executable, "-m", "stages.report", env=env)
+    lines = table.strip().splitlines()
+    assert lines[0].startswith("| experiment | seed | test accuracy (%) |")
+    assert sum(1 for line in lines if line.startswith("| ") and not line.startswith("| **")) >= 4
+    assert [line.split("|")[1].strip() for line in lines[-4:]] == ["**mean**", "**std**", "**min**", "**max**"]
+
+
+def test_remote_round_trip_and_artifact_by_name(project, tmp_path) -> None:
+    repo, env = project
+    sh(repo, "dvc", "remote", "add", "-d", "shared", str(tmp_path / "dvc-remote"), env=env)
+    sh(repo, "git", "commit", "-q", "-am", "default remote", env=env)
+    sh(repo, "dvc", "push", env=env)
+
+    clone = tmp_path / "clone"
+    sh(tmp_path, "git", "clone", "-q", str(repo), str(clone), env=env)
+    sh(clone, "dvc", "pull", env=env)
+    assert (clone / "models/model.pt").read_bytes() == (repo / "models/model.pt").read_bytes()
+    out = sh(clone, "dvc", "repro", env=env)
+    assert "Data and pipelines are up to date." in out and "Running stage" not in out
+
+    # Register a version the way GTO / the model registry does: an annotated git tag name@version.
+    sh(repo, "git", "tag", "-a", "mnist-cnn@v1.0.0", "-m", "Registering artifact mnist-cnn version v1.0.0", env=env)
+    sh(tmp_path, "dvc", "artifacts", "get", str(repo), "mnist-cnn", "-o", str(tmp_path / "fetched.pt"), env=env)
+    assert (tmp_path / "fetched.pt").read_bytes() == (repo / "models/model.pt").read_bytes()

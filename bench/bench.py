@@ -1,0 +1,149 @@
+"""Training speed of our loop against the usual DataLoader loop, and time-to-target of the train stage.
+
+    python -m bench.bench [--reps 5] [--images 12800] [--stage] [--json bench/results.json]
+
+(a) Throughput: the same Net trained on the same images, measured side by side
+    in one process, alternating, `--reps` times:
+      ours      stages.train.train(): tensors on the device, randperm batches,
+                batch-wise affine augmentation, params.yaml's optimizer/precision;
+      reference the seed's way: torchvision.datasets.MNIST + DataLoader with
+                per-sample ToTensor/Normalize, Net with dropout 0.1, SGD lr 0.01
+                momentum 0.9 (as in pytorch/examples' mnist).
+    Reported as median images/s of each and the median of the per-rep ratios.
+(b) --stage: runs `python -m stages.train` then `python -m stages.evaluate`
+    with params.yaml as it is, and reports wall time, epochs, the test
+    accuracy reached and the train stage's peak resident memory.
+
+Reads data/raw (run `dvc repro download` first) or --data DIR.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from stages import data, params, paths
+from stages.model import MEAN, STD, Net
+from stages.train import train
+
+
+def ours(images: torch.Tensor, labels: torch.Tensor, cfg: params.Train) -> float:
+    """Images per second of one epoch of our loop over `images` (validation on 1,000 of them included)."""
+    start = time.perf_counter()
+    train(train_x=images, train_y=labels, val_x=images[:1000], val_y=labels[:1000],
+          cfg=dataclasses.replace(cfg, epochs=1, target_accuracy=None, patience=0), dropout=0.0)
+    return len(images) / (time.perf_counter() - start)
+
+
+def reference(root: Path, count: int, device: torch.device) -> float:
+    """Images per second of one epoch of the usual torchvision Dataset + DataLoader loop over `count` images."""
+    from torch.utils.data import DataLoader, Subset
+    from torchvision import datasets, transforms
+
+    dataset = datasets.MNIST(root, train=True, download=False,
+                             transform=transforms.Compose([transforms.ToTensor(), transforms.Normalize((MEAN,), (STD,))]))
+    loader = DataLoader(Subset(dataset, range(count)), batch_size=128, shuffle=True)
+    model = Net(dropout=0.1).to(device)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    start = time.perf_counter()
+    model.train()
+    correct = 0
+    for x, y in loader:
+        x, y = x.to(device), y.to(device)
+        optimizer.zero_grad()
+        out = model(x)
+        loss = F.cross_entropy(out, y)
+        loss.backward()
+        optimizer.step()
+        correct += (out.argmax(1) == y).sum().item()
+    return count / (time.perf_counter() - start)
+
+
+def torchvision_root(raw_dir: Path) -> Path:
+    """A temporary root laid out as torchvision's MNIST expects (MNIST/raw/<files>), linking to raw_dir."""
+    root = Path(tempfile.mkdtemp(prefix="bench-mnist-"))
+    (root / "MNIST" / "raw").mkdir(parents=True)
+    for name in os.listdir(raw_dir):
+        (root / "MNIST" / "raw" / name).symlink_to((raw_dir / name).resolve())
+    return root
+
+
+def throughput(raw_dir: Path, reps: int, count: int, cfg: params.Train, device: torch.device) -> dict:
+    images, labels = data.load(raw_dir, "train", device)
+    images, labels = images[:count], labels[:count]
+    root = torchvision_root(raw_dir)
+    ours(images[:1280], labels[:1280], cfg)  # warm-up: first-call allocations and kernel choices
+    reference(root, 1280, device)
+    rows = []
+    for rep in range(reps):
+        a = ours(images, labels, cfg)
+        b = reference(root, count, device)
+        rows.append({"ours": a, "reference": b, "ratio": a / b})
+        print(f"rep {rep + 1}/{reps}: ours {a:,.0f} img/s, reference {b:,.0f} img/s, ratio {a / b:.2f}x", flush=True)
+    return {"images_per_rep": count, "reps": rows,
+            "median_ours_img_s": statistics.median(r["ours"] for r in rows),
+            "median_reference_img_s": statistics.median(r["reference"] for r in rows),
+            "median_ratio": statistics.median(r["ratio"] for r in rows)}
+
+
+def stage_run() -> dict:
+    """Run the train and evaluate stages as DVC would; time them and read their outputs."""
+    start = time.perf_counter()
+    for module in ("stages.train", "stages.evaluate"):
+        subprocess.run([sys.executable, "-m", module], check=True, stdout=subprocess.DEVNULL)
+        if module == "stages.train":
+            train_wall = time.perf_counter() - start
+            # ru_maxrss of finished children: kilobytes on Linux
+            peak_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    summary = json.loads((paths.TRAIN_REPORT / "metrics.json").read_text())
+    test = json.loads(paths.METRICS.read_text())["test"]
+    return {"train_stage_wall_s": round(train_wall, 1), "train_loop_s": summary["train_seconds"],
+            "epochs_run": summary["epochs_run"], "best_epoch": summary["best_epoch"],
+            "test_accuracy": test["accuracy"], "reached_99_41": test["accuracy"] >= 0.9941,
+            "train_peak_rss_mb": round(peak_mb)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, default=paths.RAW_DIR, help="directory with the four IDX files")
+    parser.add_argument("--reps", type=int, default=5)
+    parser.add_argument("--images", type=int, default=12800, help="training images per measured epoch")
+    parser.add_argument("--stage", action="store_true", help="also time the default train stage to its target")
+    parser.add_argument("--json", type=Path, help="also write the results here")
+    args = parser.parse_args()
+
+    p = params.load()
+    device = data.resolve_device(p.train.device)
+    result = {"machine": {"cpu": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
+                          "device": str(device), "torch": torch.__version__,
+                          "precision": str(data.autocast_dtype(p.train.precision, device) or torch.float32)},
+              "throughput": throughput(args.data, args.reps, args.images, p.train, device)}
+    if args.stage:
+        result["stage"] = stage_run()
+    t = result["throughput"]
+    print(f"\n| measure | value |\n|---|---|\n| ours, median | {t['median_ours_img_s']:,.0f} img/s |\n"
+          f"| reference, median | {t['median_reference_img_s']:,.0f} img/s |\n"
+          f"| speed-up, median of {args.reps} side-by-side ratios | {t['median_ratio']:.2f}x |")
+    if "stage" in result:
+        s = result["stage"]
+        print(f"| train stage wall time | {s['train_stage_wall_s']} s ({s['epochs_run']} epochs) |\n"
+              f"| test accuracy reached | {s['test_accuracy']:.2%} |\n| train stage peak RSS | {s['train_peak_rss_mb']} MB |")
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
