@@ -91,9 +91,9 @@ class Train:
     precision: Literal["auto", "fp32", "bf16"] = "auto"
     seed: int = 0
     epochs: int = 15  # upper bound; early stopping may end sooner
-    batch_size: int = 128
+    batch_size: int = 64
     optimizer: Literal["sgd", "adam"] = "sgd"
-    lr: float = 0.1  # peak learning rate, per batch of `batch_size`
+    lr: float = 0.05  # peak learning rate, per batch of `batch_size`
     momentum: float = 0.9  # SGD only
     nesterov: bool = True  # SGD only
     weight_decay: float = 0.0

@@ -91,7 +91,7 @@ def plot_confusion(rows: list[dict[str, Any]], path: Path, dpi: int) -> None:
     errors.fill_diagonal_(0)
     fig, ax = plt.subplots(figsize=(6.4, 5.6))
     # Colour shows the errors only; the diagonal would otherwise drown them.
-    image = ax.imshow(errors, cmap="Reds")
+    image = ax.imshow(errors.numpy(), cmap="Reds")
     for a in range(10):
         for p in range(10):
             n = int(counts[a, p])
@@ -120,7 +120,7 @@ def plot_misclassified(rows: list[dict[str, Any]], images: torch.Tensor, path: P
     for ax in axes.flat:
         ax.axis("off")
     for ax, row in zip(axes.flat, wrong):
-        ax.imshow(images[row["index"]], cmap="gray_r")
+        ax.imshow(images[row["index"]].numpy(), cmap="gray_r")
         ax.set_title(f"{row['actual']}→{row['predicted']} {row['probability']:.0%}", fontsize=8, color="tab:red")
     fig.suptitle(f"Misclassified test images: true→predicted (probability); {len(wrong)} shown", fontsize=10)
     fig.tight_layout()

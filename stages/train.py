@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from stages import atomic, data, params, paths
-from stages.cli import run
+from stages.cli import StageError, run
 from stages.infer import score
 from stages.model import Net
 
@@ -72,6 +72,8 @@ def train(*, train_x: torch.Tensor, train_y: torch.Tensor, val_x: torch.Tensor, 
     Stops at `cfg.target_accuracy` (when set), after `cfg.patience` epochs
     without improvement (when > 0), or after `cfg.epochs`.
     """
+    if cfg.batch_size > len(train_x):
+        raise StageError(f"params.yaml: train.batch_size: must be at most the {len(train_x)} training images")
     seed_everything(cfg.seed)
     device = train_x.device
     generator = torch.Generator(device=device).manual_seed(cfg.seed)
@@ -180,8 +182,8 @@ def main(argv: list[str]) -> None:
         print("validation: the TEST set (data.validation: test, the seed's protocol): the reported test "
               "accuracy is then not an unbiased estimate", file=sys.stderr)
     amp = data.autocast_dtype(p.train.precision, device)
-    print(f"device: {device} ({'bfloat16 autocast' if amp else 'float32'}); {p.train.optimizer} lr {p.train.lr} ({p.train.schedule}), "
-          f"batch {p.train.batch_size}, up to {p.train.epochs} epochs", flush=True)
+    print(f"device: {device} ({'bfloat16 autocast' if amp else 'float32'}); {p.train.optimizer} "
+          f"lr {p.train.lr} ({p.train.schedule}), batch {p.train.batch_size}, up to {p.train.epochs} epochs", flush=True)
 
     start = time.perf_counter()
     result = train(train_x=train_x, train_y=train_y, val_x=val_x, val_y=val_y, cfg=p.train,
@@ -190,7 +192,7 @@ def main(argv: list[str]) -> None:
     summary = {"epochs_run": result.epochs_run, "best_epoch": result.best_epoch,
                "best_val_accuracy": result.best_accuracy, "best_val_loss": result.best_loss,
                "stopped_because": result.stopped_because, "train_seconds": round(seconds, 2),
-               "device": device.type}
+               "device": device.type, "precision": "bf16" if amp else "fp32"}
     print(f"stopped: {result.stopped_because} after {result.epochs_run} epochs, {seconds:.1f} s; best epoch "
           f"{result.best_epoch} with validation accuracy {result.best_accuracy:.2%}")
     write_outputs(result=result, summary=summary, summary_text=summary_text, all_params=params.as_dict(p))

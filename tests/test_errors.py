@@ -69,6 +69,7 @@ def fails(root: Path, main: Callable[[list[str]], None], capsys, expected: str) 
     ("train.optimizer", "adamw2", "train.optimizer: 'adamw2' is not one of 'sgd', 'adam'"),
     ("train.device", "tpu", "train.device: 'tpu' is not one of 'auto', 'cpu', 'cuda', 'mps'"),
     ("data.holdout_size", 300, "data.holdout_size: must be in [1, 299] for 300 training images"),
+    ("train.batch_size", 251, "train.batch_size: must be at most the 250 training images"),
 ])
 def test_bad_params_stop_train_with_one_line(project: Path, capsys, dotted, value, expected) -> None:
     set_param(project, dotted, value)
