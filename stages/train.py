@@ -174,6 +174,7 @@ def main(argv: list[str]) -> None:
     if p.data.validation == "holdout":
         fit, held = data.holdout_split(len(images), p.data.holdout_size, p.data.split_seed)
         train_x, train_y, val_x, val_y = images[fit], labels[fit], images[held], labels[held]
+        del images, labels  # indexing copied them; keep one copy of the data in memory
         print(f"validation: {len(held)} images held out of the training set (seed {p.data.split_seed}); "
               f"training on {len(fit)}")
     else:
