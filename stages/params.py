@@ -107,6 +107,9 @@ class Train:
     # Stop once validation accuracy reaches this (the seed stops at 0.9941);
     # null keeps training to the end of the schedule.
     target_accuracy: float | None = None
+    # Which epoch's weights are saved: `best` validation accuracy, or the
+    # latest epoch within one standard error of it (robust to one-image noise).
+    selection: Literal["best", "last_within_se"] = "last_within_se"
     patience: int = 0  # epochs without improvement before stopping; 0 = off
     augment: Augment = field(default_factory=Augment)
 

@@ -96,8 +96,10 @@ def plot_confusion(rows: list[dict[str, Any]], path: Path, dpi: int) -> None:
         for p in range(10):
             n = int(counts[a, p])
             if n:
+                dark = a != p and errors[a, p] > errors.max() / 2  # white text on the darkest cells
                 ax.text(p, a, str(n), ha="center", va="center", fontsize=7,
-                        color="black" if a != p else "tab:blue", fontweight="bold" if a == p else None)
+                        color="tab:blue" if a == p else "white" if dark else "black",
+                        fontweight="bold" if a == p else None)
     ax.set_xticks(range(10))
     ax.set_yticks(range(10))
     ax.set_xlabel("predicted digit")

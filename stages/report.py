@@ -17,7 +17,7 @@ from stages.cli import StageError, run
 
 # Columns per experiment: (header, exp_show key, decimals). exp_show gives every number as a float.
 COLUMNS = [("seed", "train.seed", 0), ("test accuracy (%)", "test.accuracy", 2), ("test errors", "test.errors", 0),
-           ("epochs run", "epochs_run", 0), ("best epoch", "best_epoch", 0), ("train seconds", "train_seconds", 0)]
+           ("epochs run", "epochs_run", 0), ("saved epoch", "saved_epoch", 0), ("train seconds", "train_seconds", 0)]
 
 
 def _value(row: dict[str, Any], name: str) -> float | None:

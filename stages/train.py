@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import math
 import os
 import sys
 import time
@@ -29,10 +30,10 @@ from stages.model import Net
 
 @dataclass
 class Result:
-    best_state: dict[str, torch.Tensor]
-    best_epoch: int
-    best_accuracy: float
-    best_loss: float
+    saved_state: dict[str, torch.Tensor]
+    saved_epoch: int
+    saved_accuracy: float
+    saved_loss: float
     epochs_run: int
     stopped_because: str  # "target_accuracy", "patience" or "epochs"
     history: list[dict[str, float]] = field(default_factory=list)
@@ -90,9 +91,9 @@ def train(*, train_x: torch.Tensor, train_y: torch.Tensor, val_x: torch.Tensor, 
     aug = cfg.augment
     augmenting = aug.rotate > 0 or aug.translate > 0 or aug.scale > 0
 
-    result = Result(best_state={}, best_epoch=0, best_accuracy=-1.0, best_loss=float("inf"),
-                    epochs_run=0, stopped_because="epochs")
-    since_best = 0
+    history: list[dict[str, float]] = []
+    states: list[dict[str, torch.Tensor]] = []  # every epoch's weights (40 kB each) until one is selected
+    stopped_because, best, since_best = "epochs", (-1.0, 0.0), 0
     for epoch in range(1, cfg.epochs + 1):
         start = time.perf_counter()
         model.train()
@@ -123,23 +124,41 @@ def train(*, train_x: torch.Tensor, train_y: torch.Tensor, val_x: torch.Tensor, 
         record = {"epoch": epoch, "train_loss": loss_sum.item() / steps_per_epoch,
                   "train_accuracy": correct.item() / seen, "val_loss": val_loss, "val_accuracy": val_accuracy,
                   "lr": lr, "epoch_seconds": time.perf_counter() - start}
-        result.history.append(record)
-        result.epochs_run = epoch
+        history.append(record)
+        states.append({k: v.detach().clone() for k, v in scored.state_dict().items()})
         on_epoch(record)
 
-        if (val_accuracy, -val_loss) > (result.best_accuracy, -result.best_loss):
-            result.best_state = {k: v.detach().clone() for k, v in scored.state_dict().items()}
-            result.best_epoch, result.best_accuracy, result.best_loss = epoch, val_accuracy, val_loss
-            since_best = 0
+        if (val_accuracy, -val_loss) > best:
+            best, since_best = (val_accuracy, -val_loss), 0
         else:
             since_best += 1
         if cfg.target_accuracy is not None and val_accuracy >= cfg.target_accuracy:
-            result.stopped_because = "target_accuracy"
+            stopped_because = "target_accuracy"
             break
         if cfg.patience and since_best >= cfg.patience:
-            result.stopped_because = "patience"
+            stopped_because = "patience"
             break
-    return result
+    chosen = select_epoch(history, cfg.selection, len(val_x))
+    return Result(saved_state=states[chosen], saved_epoch=chosen + 1, saved_accuracy=history[chosen]["val_accuracy"],
+                  saved_loss=history[chosen]["val_loss"], epochs_run=len(history), stopped_because=stopped_because,
+                  history=history)
+
+
+def select_epoch(history: list[dict[str, float]], rule: str, n_val: int) -> int:
+    """Index of the epoch whose weights are kept.
+
+    best: highest validation accuracy (ties: lower loss). last_within_se: the
+    latest epoch within one standard error of that accuracy -- on n_val
+    images a difference of one or two images is noise (one standard error is
+    0.11 % at 99.4 % on 5,000 images), and a later epoch of an annealed
+    schedule is the better bet.
+    """
+    best = max(range(len(history)), key=lambda i: (history[i]["val_accuracy"], -history[i]["val_loss"]))
+    if rule == "best":
+        return best
+    top = history[best]["val_accuracy"]
+    standard_error = math.sqrt(top * (1.0 - top) / n_val)
+    return max(i for i, r in enumerate(history) if r["val_accuracy"] >= top - standard_error)
 
 
 def model_summary() -> str:
@@ -190,12 +209,12 @@ def main(argv: list[str]) -> None:
     result = train(train_x=train_x, train_y=train_y, val_x=val_x, val_y=val_y, cfg=p.train,
                    dropout=p.model.dropout, on_epoch=_progress(p.train.epochs))
     seconds = time.perf_counter() - start
-    summary = {"epochs_run": result.epochs_run, "best_epoch": result.best_epoch,
-               "best_val_accuracy": result.best_accuracy, "best_val_loss": result.best_loss,
+    summary = {"epochs_run": result.epochs_run, "saved_epoch": result.saved_epoch,
+               "saved_val_accuracy": result.saved_accuracy, "saved_val_loss": result.saved_loss,
                "stopped_because": result.stopped_because, "train_seconds": round(seconds, 2),
                "device": device.type, "precision": "bf16" if amp else "fp32"}
-    print(f"stopped: {result.stopped_because} after {result.epochs_run} epochs, {seconds:.1f} s; best epoch "
-          f"{result.best_epoch} with validation accuracy {result.best_accuracy:.2%}")
+    print(f"stopped: {result.stopped_because} after {result.epochs_run} epochs, {seconds:.1f} s; saved epoch "
+          f"{result.saved_epoch} ({p.train.selection}), validation accuracy {result.saved_accuracy:.2%}")
     write_outputs(result=result, summary=summary, summary_text=summary_text, all_params=params.as_dict(p))
 
 
@@ -204,9 +223,9 @@ def write_outputs(*, result: Result, summary: dict[str, Any], summary_text: str,
     """models/model.pt and reports/train/ (DVCLive history, summary metrics, model table), each atomically."""
     from dvclive import Live
 
-    checkpoint = {"state_dict": {k: v.cpu() for k, v in result.best_state.items()},
-                  "epoch": result.best_epoch, "val_accuracy": result.best_accuracy,
-                  "val_loss": result.best_loss, "params": all_params}
+    checkpoint = {"state_dict": {k: v.cpu() for k, v in result.saved_state.items()},
+                  "epoch": result.saved_epoch, "val_accuracy": result.saved_accuracy,
+                  "val_loss": result.saved_loss, "params": all_params}
     # Both outputs are complete in scratch files before either is renamed into place.
     with atomic.atomic_path(paths.MODEL) as tmp_model, atomic.staged_files(paths.TRAIN_REPORT) as tmp_dir:
         torch.save(checkpoint, tmp_model)
