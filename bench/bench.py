@@ -111,7 +111,7 @@ def stage_run() -> dict:
     summary = json.loads((paths.TRAIN_REPORT / "metrics.json").read_text())
     test = json.loads(paths.METRICS.read_text())["test"]
     return {"train_stage_wall_s": round(train_wall, 1), "train_loop_s": summary["train_seconds"],
-            "epochs_run": summary["epochs_run"], "best_epoch": summary["best_epoch"],
+            "epochs_run": summary["epochs_run"], "saved_epoch": summary["saved_epoch"],
             "test_accuracy": test["accuracy"], "reached_99_41": test["accuracy"] >= 0.9941,
             "train_peak_rss_mb": round(peak_mb)}
 
