@@ -1,6 +1,6 @@
 """Training speed of our loop against the usual DataLoader loop, and time-to-target of the train stage.
 
-    python -m bench.bench [--reps 5] [--images 12800] [--stage] [--json bench/results.json]
+    python -m bench.bench [--reps 5] [--images 12800] [--batch-size N] [--stage] [--json FILE]
 
 (a) Throughput: the same Net trained on the same images, measured side by side
     in one process, alternating, `--reps` times:
@@ -121,21 +121,26 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=paths.RAW_DIR, help="directory with the four IDX files")
     parser.add_argument("--reps", type=int, default=5)
     parser.add_argument("--images", type=int, default=12800, help="training images per measured epoch")
+    parser.add_argument("--batch-size", type=int, help="our loop's batch (default: params.yaml's train.batch_size; "
+                        "the reference always uses 128)")
     parser.add_argument("--stage", action="store_true", help="also time the default train stage to its target")
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()
 
     p = params.load()
+    cfg = dataclasses.replace(p.train, batch_size=args.batch_size or p.train.batch_size)
     device = data.resolve_device(p.train.device)
     result = {"machine": {"cpu": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
                           "device": str(device), "torch": torch.__version__,
                           "precision": str(data.autocast_dtype(p.train.precision, device) or torch.float32)},
-              "throughput": throughput(args.data, args.reps, args.images, p.train, device)}
+              "our_batch_size": cfg.batch_size,
+              "throughput": throughput(args.data, args.reps, args.images, cfg, device)}
     if args.stage:
         result["stage"] = stage_run()
     t = result["throughput"]
-    print(f"\n| measure | value |\n|---|---|\n| ours, median | {t['median_ours_img_s']:,.0f} img/s |\n"
-          f"| reference, median | {t['median_reference_img_s']:,.0f} img/s |\n"
+    print(f"\n| measure | value |\n|---|---|\n"
+          f"| ours (batch {cfg.batch_size}), median | {t['median_ours_img_s']:,.0f} img/s |\n"
+          f"| reference (batch 128), median | {t['median_reference_img_s']:,.0f} img/s |\n"
           f"| speed-up, median of {args.reps} side-by-side ratios | {t['median_ratio']:.2f}x |")
     if "stage" in result:
         s = result["stage"]
