@@ -2,8 +2,8 @@
 
 Validation is a seeded hold-out of the training set by default, so the test
 set is never seen here (`data.validation: test` reproduces the seed's protocol
-for comparison). Per-epoch history goes to DVCLive; the best weights by
-validation accuracy (ties: lower validation loss) go to models/model.pt.
+for comparison). Per-epoch history goes to DVCLive; the weights of the epoch
+chosen by `train.selection` on the validation set go to models/model.pt.
 """
 
 from __future__ import annotations
