@@ -63,7 +63,8 @@ def experiment_rows(names: list[str], all_commits: bool) -> list[dict[str, Any]]
     """exp_show rows of the named experiments, or of every experiment when none are named."""
     import dvc.api
 
-    rows = dvc.api.exp_show(repo=".", num=-1 if all_commits else 1)
+    # Named experiments may come from any commit; unnamed means those of HEAD (or all commits).
+    rows = dvc.api.exp_show(repo=".", num=-1 if all_commits or names else 1)
     experiments = [r for r in rows if r.get("Experiment") and r.get("State") in (None, "Success")]
     if not names:
         return experiments
