@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from stages.cli import StageError
 from stages.model import Net
 
-EVAL_BATCH = 2000  # images per forward pass when scoring; no gradients, so large is fine
+EVAL_BATCH = 500  # images per forward pass when scoring; on a CPU 500 ran 5,000 images in 0.6 s, 2,000 in 0.9 s
 
 
 def load_checkpoint(path: Path, device: torch.device) -> tuple[Net, dict[str, Any]]:

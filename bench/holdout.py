@@ -1,0 +1,124 @@
+"""Compare training recipes on the hold-out split only; the test set is never read.
+
+    python -m bench.holdout --seeds 10 11 12 \\
+        --variant default: \\
+        --variant bs128:train.batch_size=128,train.lr=0.1 [--budget-s 600] [--json FILE]
+
+Each variant is params.yaml with `key=value` overrides (validated like
+`dvc exp run -S`). Every variant is trained once per seed, seeds in the outer
+loop so a run cut short by --budget-s leaves the variants equally sampled.
+Reported per variant: the validation accuracy and loss of the epoch that
+`train.selection` keeps, as mean and standard error over seeds, and the mean
+training time. This is how the default recipe is chosen: on held-out
+training images, never on the test set.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+from stages import data, params, paths
+from stages.train import train
+
+
+def with_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """A deep copy of raw params with each `a.b.c=value` set (value parsed as YAML)."""
+    raw = json.loads(json.dumps(raw))
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise SystemExit(f"bench.holdout: override {item!r}: expected key=value")
+        *parents, leaf = key.strip().split(".")
+        node = raw
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = yaml.safe_load(value)
+    return raw
+
+
+def parse_variant(text: str) -> tuple[str, list[str]]:
+    """`name:key=value,key=value` -> (name, overrides)."""
+    name, _, rest = text.partition(":")
+    return name, [item for item in rest.split(",") if item.strip()]
+
+
+def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    def mean_se(values: list[float]) -> tuple[float, float]:
+        se = statistics.stdev(values) / math.sqrt(len(values)) if len(values) > 1 else float("nan")
+        return statistics.fmean(values), se
+
+    acc, acc_se = mean_se([r["val_accuracy"] for r in rows])
+    loss, loss_se = mean_se([r["val_loss"] for r in rows])
+    return {"runs": len(rows), "val_accuracy": acc, "val_accuracy_se": acc_se, "val_loss": loss,
+            "val_loss_se": loss_se, "train_s": statistics.fmean(r["train_s"] for r in rows)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, default=paths.RAW_DIR, help="directory with the four IDX files")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[10, 11, 12])
+    parser.add_argument("--variant", action="append", required=True, help="name:key=value,key=value")
+    parser.add_argument("--budget-s", type=float, default=float("inf"), help="start no run after this many seconds")
+    parser.add_argument("--no-cuda-graph", action="store_true", help="on CUDA, the training step eagerly")
+    parser.add_argument("--json", type=Path, help="also write every run and the summary here")
+    args = parser.parse_args()
+
+    raw = yaml.safe_load(paths.PARAMS.read_text())
+    variants = [parse_variant(v) for v in args.variant]
+    configs = {name: params.parse(with_overrides(raw, overrides)) for name, overrides in variants}
+    first = next(iter(configs.values()))
+    if any((p.data.holdout_size, p.data.split_seed, p.data.validation) !=
+           (first.data.holdout_size, first.data.split_seed, first.data.validation) for p in configs.values()):
+        raise SystemExit("bench.holdout: variants must share data.holdout_size, data.split_seed and data.validation")
+    if first.data.validation != "holdout":
+        raise SystemExit("bench.holdout: data.validation must be holdout: recipes are never compared on the test set")
+    device = data.resolve_device(first.train.device)
+    images, labels = data.load(args.data, "train", device)
+    fit, held = data.holdout_split(len(images), first.data.holdout_size, first.data.split_seed)
+    fit, held = fit.to(device), held.to(device)
+    train_x, train_y, val_x, val_y = images[fit], labels[fit], images[held], labels[held]
+    del images, labels
+
+    rows: list[dict[str, Any]] = []
+    start = time.perf_counter()
+    for seed in args.seeds:
+        for name, p in configs.items():
+            if time.perf_counter() - start > args.budget_s:
+                break
+            cfg = dataclasses.replace(p.train, seed=seed)
+            t0 = time.perf_counter()
+            result = train(train_x=train_x, train_y=train_y, val_x=val_x, val_y=val_y, cfg=cfg,
+                           dropout=p.model.dropout, cuda_graph=not args.no_cuda_graph)
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            row = {"variant": name, "seed": seed, "epochs_run": result.epochs_run, "saved_epoch": result.saved_epoch,
+                   "val_accuracy": result.saved_accuracy, "val_loss": result.saved_loss,
+                   "train_s": round(time.perf_counter() - t0, 2)}
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+            if args.json:
+                args.json.write_text(json.dumps({"runs": rows}, indent=1) + "\n")
+
+    summary = {name: summarize([r for r in rows if r["variant"] == name])
+               for name, _ in variants if any(r["variant"] == name for r in rows)}
+    print(f"\ndevice {device}, hold-out {len(val_x)} images, seeds {args.seeds}\n"
+          "| variant | runs | val accuracy (mean ± SE) | val loss (mean ± SE) | train s |\n|---|---|---|---|---|")
+    for name, s in summary.items():
+        print(f"| {name} | {s['runs']} | {s['val_accuracy']:.4%} ± {s['val_accuracy_se']:.4%} | "
+              f"{s['val_loss']:.4f} ± {s['val_loss_se']:.4f} | {s['train_s']:.1f} |")
+    if args.json:
+        args.json.write_text(json.dumps({"runs": rows, "summary": summary}, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
