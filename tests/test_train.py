@@ -100,3 +100,21 @@ def test_explicit_accelerator_that_is_missing_is_an_error() -> None:
     with pytest.raises(StageError, match="'cuda' is not available on this machine"):
         data.resolve_device("cuda")
     assert data.resolve_device("auto").type in ("cpu", "mps")
+
+
+def test_auto_precision_is_fp32_on_cuda_and_asked_for_precisions_are_kept() -> None:
+    # On CUDA this net is latency-bound: bf16 casts cost more than they save (stages/data.py).
+    assert data.autocast_dtype("auto", torch.device("cuda")) is None
+    assert data.autocast_dtype("bf16", torch.device("cuda")) is torch.bfloat16
+    assert data.autocast_dtype("fp32", torch.device("cpu")) is None
+    assert data.autocast_dtype("auto", torch.device("mps")) is None
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_graph_trains_exactly_like_eager_steps(tiny) -> None:
+    on_gpu = {k: v.cuda() for k, v in tiny.items()}
+    cfg = dataclasses.replace(BASE, batch_size=32, lr=0.05, epochs=2, precision="fp32")
+    graphed = train(**on_gpu, cfg=cfg, dropout=0.0, cuda_graph=True)
+    eager = train(**on_gpu, cfg=cfg, dropout=0.0, cuda_graph=False)
+    assert [r["val_accuracy"] for r in graphed.history] == [r["val_accuracy"] for r in eager.history]
+    assert all(torch.equal(graphed.saved_state[k], eager.saved_state[k]) for k in eager.saved_state)
