@@ -109,11 +109,9 @@ def throughput(raw_dir: Path, reps: int, count: int, cfg: params.Train, device: 
 
 def train_run(raw_dir: Path, p: params.Params, device: torch.device, cuda_graph: bool) -> dict:
     """params.yaml's training in this process, as the train stage does it; then the kept weights on the test set."""
-    images, labels = data.load(raw_dir, "train", device)
-    fit, held = data.holdout_split(len(images), p.data.holdout_size, p.data.split_seed)
-    fit, held = fit.to(device), held.to(device)
+    train_x, train_y, val_x, val_y = data.load_holdout(raw_dir, p.data.holdout_size, p.data.split_seed, device)
     start = time.perf_counter()
-    result = train(train_x=images[fit], train_y=labels[fit], val_x=images[held], val_y=labels[held], cfg=p.train,
+    result = train(train_x=train_x, train_y=train_y, val_x=val_x, val_y=val_y, cfg=p.train,
                    dropout=p.model.dropout, cuda_graph=cuda_graph)
     seconds = time.perf_counter() - start
     model = Net(dropout=p.model.dropout).to(device)

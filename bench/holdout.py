@@ -83,11 +83,8 @@ def main() -> None:
     if first.data.validation != "holdout":
         raise SystemExit("bench.holdout: data.validation must be holdout: recipes are never compared on the test set")
     device = data.resolve_device(first.train.device)
-    images, labels = data.load(args.data, "train", device)
-    fit, held = data.holdout_split(len(images), first.data.holdout_size, first.data.split_seed)
-    fit, held = fit.to(device), held.to(device)
-    train_x, train_y, val_x, val_y = images[fit], labels[fit], images[held], labels[held]
-    del images, labels
+    train_x, train_y, val_x, val_y = data.load_holdout(args.data, first.data.holdout_size, first.data.split_seed,
+                                                       device)
 
     rows: list[dict[str, Any]] = []
     start = time.perf_counter()

@@ -68,6 +68,15 @@ def holdout_split(n: int, holdout_size: int, seed: int) -> tuple[torch.Tensor, t
     return perm[holdout_size:].sort().values, perm[:holdout_size].sort().values
 
 
+def load_holdout(raw_dir: Path, holdout_size: int, seed: int,
+                 device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(train_x, train_y, val_x, val_y): the training split less a seeded hold-out, and that hold-out, on `device`."""
+    images, labels = load(raw_dir, "train", device)
+    fit, held = (i.to(device) for i in holdout_split(len(images), holdout_size, seed))
+    # Indexing copies; the unsplit tensors are freed on return, leaving one copy of the data.
+    return images[fit], labels[fit], images[held], labels[held]
+
+
 def augment(x: torch.Tensor, *, rotate: float, translate: float, scale: float,
             generator: torch.Generator) -> torch.Tensor:
     """Random affine transform of each image of a batch (N, 1, H, W), on x's device.
