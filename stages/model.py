@@ -6,12 +6,42 @@ rows sum to 9,658) plus 144 BatchNorm scales and shifts: 9,802 trainable.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 # Normalization of MNIST pixels in [0, 1]: the training set's mean and std.
 MEAN, STD = 0.1307, 0.3081
+
+
+class _MaxPool2x2(torch.autograd.Function):
+    """2x2 max-pool of an NCHW tensor: the same values, indices and gradients as F.max_pool2d.
+
+    On the CPU, PyTorch's NCHW max-pool runs about 3x slower than pooling a
+    channels-last copy (1.9 vs 0.6 ms for 64 x 16 x 28 x 28, copy included),
+    while its channels-last backward is the slower one; so the forward pools
+    a channels-last copy and the backward scatters into NCHW. A 64-image
+    training step on 2 cores got 7 % faster.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor) -> torch.Tensor:
+        y, indices = torch.ops.aten.max_pool2d_with_indices(x.contiguous(memory_format=torch.channels_last), [2, 2])
+        ctx.save_for_backward(x, indices)
+        return y.contiguous()
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:
+        x, indices = ctx.saved_tensors
+        return torch.ops.aten.max_pool2d_with_indices_backward(grad, x, [2, 2], [2, 2], [0, 0], [1, 1], False,
+                                                               indices.contiguous())
+
+
+def max_pool2x2(x: torch.Tensor) -> torch.Tensor:
+    """F.max_pool2d(x, 2), faster on the CPU (see _MaxPool2x2); elsewhere F.max_pool2d itself."""
+    return _MaxPool2x2.apply(x) if x.device.type == "cpu" else F.max_pool2d(x, 2)
 
 
 def _block(c_in: int, c_out: int, padding: int, dropout: float) -> nn.Sequential:
@@ -34,10 +64,10 @@ class Net(nn.Module):
         # x: (N, 1, 28, 28), normalized with MEAN and STD
         x = self.conv1(x)  # (N, 8, 28, 28)
         x = self.conv2(x)  # (N, 16, 28, 28)
-        x = F.max_pool2d(x, 2)  # (N, 16, 14, 14)
+        x = max_pool2x2(x)  # (N, 16, 14, 14)
         x = self.conv3(x)  # (N, 16, 14, 14)
         x = self.conv4(x)  # (N, 16, 14, 14)
-        x = F.max_pool2d(x, 2)  # (N, 16, 7, 7)
+        x = max_pool2x2(x)  # (N, 16, 7, 7)
         x = self.conv5(x)  # (N, 16, 5, 5)
         x = self.conv6(x)  # (N, 10, 3, 3)
         return x.mean(dim=(2, 3))  # (N, 10) class scores (logits); GAP

@@ -1,6 +1,7 @@
+import pytest
 import torch
 
-from stages.model import Net
+from stages.model import Net, max_pool2x2
 from stages.train import model_summary
 
 
@@ -34,3 +35,18 @@ def test_dropout_rate_reaches_every_block_and_leaves_eval_deterministic() -> Non
     net.eval()
     x = torch.randn(2, 1, 28, 28)
     assert torch.equal(net(x), net(x))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_fast_max_pool_matches_torch_in_values_and_gradients(dtype: torch.dtype) -> None:
+    # After ReLU many windows tie at 0; bf16 also ties positive values. The gradient must go where torch sends it.
+    x = torch.randn(8, 16, 28, 28).relu().round(decimals=1).to(dtype)
+    grad = torch.randn(8, 16, 14, 14).to(dtype)
+    mine, theirs = x.clone().requires_grad_(), x.clone().requires_grad_()
+    out = max_pool2x2(mine)
+    expected = torch.nn.functional.max_pool2d(theirs, 2)
+    out.backward(grad)
+    expected.backward(grad)
+    assert out.shape == (8, 16, 14, 14) and out.is_contiguous()
+    assert torch.equal(out, expected)
+    assert torch.equal(mine.grad, theirs.grad)
