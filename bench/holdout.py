@@ -11,6 +11,11 @@ Reported per variant: the validation accuracy and loss of the epoch that
 `train.selection` keeps, as mean and standard error over seeds, and the mean
 training time. This is how the default recipe is chosen: on held-out
 training images, never on the test set.
+
+Variants may differ in data.holdout_size. Each then trains on, and selects its
+epoch with, its own hold-out, as the train stage would; all are scored on the
+smallest hold-out among them, which lies inside every variant's hold-out
+(same data.split_seed: hold-outs are nested), so no variant trained on it.
 """
 
 from __future__ import annotations
@@ -28,6 +33,8 @@ import torch
 import yaml
 
 from stages import data, params, paths
+from stages.infer import score
+from stages.model import Net
 from stages.train import train
 
 
@@ -77,14 +84,16 @@ def main() -> None:
     variants = [parse_variant(v) for v in args.variant]
     configs = {name: params.parse(with_overrides(raw, overrides)) for name, overrides in variants}
     first = next(iter(configs.values()))
-    if any((p.data.holdout_size, p.data.split_seed, p.data.validation) !=
-           (first.data.holdout_size, first.data.split_seed, first.data.validation) for p in configs.values()):
-        raise SystemExit("bench.holdout: variants must share data.holdout_size, data.split_seed and data.validation")
+    if any((p.data.split_seed, p.data.validation, p.train.device) !=
+           (first.data.split_seed, first.data.validation, first.train.device) for p in configs.values()):
+        raise SystemExit("bench.holdout: variants must share data.split_seed, data.validation and train.device")
     if first.data.validation != "holdout":
         raise SystemExit("bench.holdout: data.validation must be holdout: recipes are never compared on the test set")
     device = data.resolve_device(first.train.device)
-    train_x, train_y, val_x, val_y = data.load_holdout(args.data, first.data.holdout_size, first.data.split_seed,
-                                                       device)
+    splits = {size: data.load_holdout(args.data, size, first.data.split_seed, device)
+              for size in sorted({p.data.holdout_size for p in configs.values()})}
+    # The smallest hold-out: inside every variant's hold-out, so none trained on it.
+    _, _, eval_x, eval_y = next(iter(splits.values()))
 
     rows: list[dict[str, Any]] = []
     start = time.perf_counter()
@@ -93,14 +102,19 @@ def main() -> None:
             if time.perf_counter() - start > args.budget_s:
                 break
             cfg = dataclasses.replace(p.train, seed=seed)
+            train_x, train_y, val_x, val_y = splits[p.data.holdout_size]
             t0 = time.perf_counter()
             result = train(train_x=train_x, train_y=train_y, val_x=val_x, val_y=val_y, cfg=cfg,
                            dropout=p.model.dropout, cuda_graph=not args.no_cuda_graph)
             if device.type == "cuda":
                 torch.cuda.synchronize()
-            row = {"variant": name, "seed": seed, "epochs_run": result.epochs_run, "saved_epoch": result.saved_epoch,
-                   "val_accuracy": result.saved_accuracy, "val_loss": result.saved_loss,
-                   "train_s": round(time.perf_counter() - t0, 2)}
+            seconds = time.perf_counter() - t0
+            model = Net(dropout=p.model.dropout).to(device)
+            model.load_state_dict(result.saved_state)
+            accuracy, loss = score(model, eval_x, eval_y)
+            row = {"variant": name, "seed": seed, "holdout_size": p.data.holdout_size,
+                   "epochs_run": result.epochs_run, "saved_epoch": result.saved_epoch,
+                   "val_accuracy": accuracy, "val_loss": loss, "train_s": round(seconds, 2)}
             rows.append(row)
             print(json.dumps(row), flush=True)
             if args.json:
@@ -108,7 +122,7 @@ def main() -> None:
 
     summary = {name: summarize([r for r in rows if r["variant"] == name])
                for name, _ in variants if any(r["variant"] == name for r in rows)}
-    print(f"\ndevice {device}, hold-out {len(val_x)} images, seeds {args.seeds}\n"
+    print(f"\ndevice {device}, scored on {len(eval_x)} held-out images, seeds {args.seeds}\n"
           "| variant | runs | val accuracy (mean ± SE) | val loss (mean ± SE) | train s |\n|---|---|---|---|---|")
     for name, s in summary.items():
         print(f"| {name} | {s['runs']} | {s['val_accuracy']:.4%} ± {s['val_accuracy_se']:.4%} | "

@@ -82,6 +82,12 @@ def test_holdout_split_is_seeded_disjoint_and_complete() -> None:
         data.holdout_split(100, 100, seed=0)
 
 
+def test_smaller_holdouts_of_one_split_seed_are_nested() -> None:
+    # bench.holdout compares hold-out sizes on the smallest one: no variant may have trained on it.
+    small, large = data.holdout_split(100, 20, seed=0)[1], data.holdout_split(100, 50, seed=0)[1]
+    assert set(small.tolist()) <= set(large.tolist())
+
+
 def test_augmentation_keeps_shape_and_background() -> None:
     x = data.normalize(make_images(16, seed=3)[0])
     g = torch.Generator().manual_seed(0)
