@@ -1,6 +1,7 @@
 """Training speed of our loop against the usual DataLoader loop, and time-to-target of the train stage.
 
-    python -m bench.bench [--reps 5] [--images 12800] [--batch-size N] [--stage] [--json FILE]
+    python -m bench.bench [--reps 5] [--images 12800] [--batch-size N] [--reference-batch-size N]
+                          [--stage] [--train] [--json FILE]
 
 (a) Throughput: the same Net trained on the same images, measured side by side
     in one process, alternating, `--reps` times:
@@ -8,7 +9,7 @@
                 batch-wise affine augmentation, params.yaml's optimizer/precision;
       reference the seed's way: torchvision.datasets.MNIST + DataLoader with
                 per-sample ToTensor/Normalize, Net with dropout 0.1, SGD lr 0.01
-                momentum 0.9 (as in pytorch/examples' mnist).
+                momentum 0.9 (the seed's), batch 128 unless --reference-batch-size.
     Reported as median images/s of each and the median of the per-rep ratios.
 (b) --stage: runs `python -m stages.train` then `python -m stages.evaluate`
     with params.yaml as it is, and reports wall time, epochs, the test
@@ -55,14 +56,14 @@ def ours(images: torch.Tensor, labels: torch.Tensor, cfg: params.Train, cuda_gra
     return len(images) / (time.perf_counter() - start)
 
 
-def reference(root: Path, count: int, device: torch.device) -> float:
+def reference(root: Path, count: int, device: torch.device, batch_size: int) -> float:
     """Images per second of one epoch of the usual torchvision Dataset + DataLoader loop over `count` images."""
     from torch.utils.data import DataLoader, Subset
     from torchvision import datasets, transforms
 
     dataset = datasets.MNIST(root, train=True, download=False,
                              transform=transforms.Compose([transforms.ToTensor(), transforms.Normalize((MEAN,), (STD,))]))
-    loader = DataLoader(Subset(dataset, range(count)), batch_size=128, shuffle=True)
+    loader = DataLoader(Subset(dataset, range(count)), batch_size=batch_size, shuffle=True)
     model = Net(dropout=0.1).to(device)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     start = time.perf_counter()
@@ -89,16 +90,18 @@ def torchvision_root(raw_dir: Path) -> Path:
 
 
 def throughput(raw_dir: Path, reps: int, count: int, cfg: params.Train, device: torch.device,
-               cuda_graph: bool) -> dict:
+               cuda_graph: bool, reference_batch_size: int) -> dict:
     images, labels = data.load(raw_dir, "train", device)
+    count = min(count, len(images))
     images, labels = images[:count], labels[:count]
     root = torchvision_root(raw_dir)
-    ours(images[:1280], labels[:1280], cfg, cuda_graph)  # warm-up: first-call allocations and kernel choices
-    reference(root, 1280, device)
+    warm = min(1280, count)  # warm-up: first-call allocations and kernel choices
+    ours(images[:warm], labels[:warm], cfg, cuda_graph)
+    reference(root, warm, device, reference_batch_size)
     rows = []
     for rep in range(reps):
         a = ours(images, labels, cfg, cuda_graph)
-        b = reference(root, count, device)
+        b = reference(root, count, device, reference_batch_size)
         rows.append({"ours": a, "reference": b, "ratio": a / b})
         print(f"rep {rep + 1}/{reps}: ours {a:,.0f} img/s, reference {b:,.0f} img/s, ratio {a / b:.2f}x", flush=True)
     return {"images_per_rep": count, "reps": rows,
@@ -146,7 +149,8 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=5)
     parser.add_argument("--images", type=int, default=12800, help="training images per measured epoch")
     parser.add_argument("--batch-size", type=int, help="our loop's batch (default: params.yaml's train.batch_size; "
-                        "the reference always uses 128)")
+                        "default for the reference: 128)")
+    parser.add_argument("--reference-batch-size", type=int, default=128, help="the reference loop's batch")
     parser.add_argument("--stage", action="store_true", help="also time the default train stage to its target")
     parser.add_argument("--train", action="store_true", help="also time params.yaml's training in this process")
     parser.add_argument("--no-cuda-graph", action="store_true", help="on CUDA, our step eagerly, not as a CUDA graph")
@@ -159,9 +163,10 @@ def main() -> None:
     result = {"machine": {"cpu": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
                           "device": str(device), "torch": torch.__version__,
                           "precision": str(data.autocast_dtype(p.train.precision, device) or torch.float32)},
-              "our_batch_size": cfg.batch_size,
+              "our_batch_size": cfg.batch_size, "reference_batch_size": args.reference_batch_size,
               "cuda_graph": device.type == "cuda" and not args.no_cuda_graph,
-              "throughput": throughput(args.data, args.reps, args.images, cfg, device, not args.no_cuda_graph)}
+              "throughput": throughput(args.data, args.reps, args.images, cfg, device, not args.no_cuda_graph,
+                                       args.reference_batch_size)}
     if device.type == "cuda":
         result["machine"]["gpu"] = torch.cuda.get_device_name(device)
     if args.train:
@@ -171,7 +176,7 @@ def main() -> None:
     t = result["throughput"]
     print(f"\n| measure | value |\n|---|---|\n"
           f"| ours (batch {cfg.batch_size}), median | {t['median_ours_img_s']:,.0f} img/s |\n"
-          f"| reference (batch 128), median | {t['median_reference_img_s']:,.0f} img/s |\n"
+          f"| reference (batch {args.reference_batch_size}), median | {t['median_reference_img_s']:,.0f} img/s |\n"
           f"| speed-up, median of {args.reps} side-by-side ratios | {t['median_ratio']:.2f}x |")
     if "train" in result:
         r = result["train"]

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 from stages import idx
 
@@ -52,3 +53,17 @@ def dataset(tmp_path: Path) -> tuple[Path, dict[str, str]]:
     """A directory with four small generated IDX files and their MD5s."""
     directory = tmp_path / "mnist"
     return directory, write_dataset(directory)
+
+
+@pytest.fixture
+def project(tmp_path: Path, monkeypatch) -> Path:
+    """A working directory laid out like the repository, with tiny generated data in data/raw."""
+    md5 = write_dataset(tmp_path / "data" / "raw", n_train=300, n_test=100)
+    raw = yaml.safe_load((REPO / "params.yaml").read_text())
+    raw["data"].update(md5=md5, sources=[str(tmp_path / "data" / "raw")], holdout_size=50)
+    raw["train"].update(epochs=1, batch_size=50, device="cpu")
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MNIST_DIR", raising=False)
+    monkeypatch.delenv("MNIST_DEBUG", raising=False)
+    return tmp_path

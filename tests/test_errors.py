@@ -25,20 +25,6 @@ def snapshot(root: Path) -> dict[str, str]:
             for p in sorted(root.rglob("*")) if p.is_file()}
 
 
-@pytest.fixture
-def project(tmp_path: Path, monkeypatch) -> Path:
-    """A working directory laid out like the repository, with tiny generated data in data/raw."""
-    md5 = write_dataset(tmp_path / "data" / "raw", n_train=300, n_test=100)
-    raw = yaml.safe_load((REPO / "params.yaml").read_text())
-    raw["data"].update(md5=md5, sources=[str(tmp_path / "data" / "raw")], holdout_size=50)
-    raw["train"].update(epochs=1, batch_size=50, device="cpu")
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.delenv("MNIST_DIR", raising=False)
-    monkeypatch.delenv("MNIST_DEBUG", raising=False)
-    return tmp_path
-
-
 def set_param(root: Path, dotted: str, value) -> None:
     raw = yaml.safe_load((root / "params.yaml").read_text())
     *parents, last = dotted.split(".")

@@ -1,0 +1,48 @@
+"""bench/: the speed comparison and the hold-out recipe comparison, on tiny generated data."""
+
+from __future__ import annotations
+
+import json
+import statistics
+import sys
+from pathlib import Path
+
+import pytest
+
+from bench import bench, holdout
+
+
+def test_bench_reports_the_median_of_side_by_side_ratios(project: Path, monkeypatch, capsys) -> None:
+    monkeypatch.setattr(sys, "argv", ["bench.bench", "--reps", "3", "--images", "200",
+                                      "--reference-batch-size", "50", "--json", "bench.json"])
+    bench.main()
+    result = json.loads((project / "bench.json").read_text())
+    reps = result["throughput"]["reps"]
+    assert len(reps) == 3
+    for rep in reps:
+        assert rep["ours"] > 0 and rep["reference"] > 0
+        assert rep["ratio"] == pytest.approx(rep["ours"] / rep["reference"])
+    assert result["throughput"]["median_ratio"] == statistics.median(r["ratio"] for r in reps)
+    assert (result["our_batch_size"], result["reference_batch_size"]) == (50, 50)
+    table = capsys.readouterr().out
+    assert "| reference (batch 50), median |" in table
+    assert f"| speed-up, median of 3 side-by-side ratios | {result['throughput']['median_ratio']:.2f}x |" in table
+
+
+def test_holdout_bench_scores_every_variant_on_the_smallest_holdout(project: Path, monkeypatch, capsys) -> None:
+    monkeypatch.setattr(sys, "argv", ["bench.holdout", "--seeds", "1", "2", "--variant", "h50:",
+                                      "--variant", "h20:data.holdout_size=20", "--json", "holdout.json"])
+    holdout.main()
+    result = json.loads((project / "holdout.json").read_text())
+    assert [(r["variant"], r["seed"], r["holdout_size"]) for r in result["runs"]] == [
+        ("h50", 1, 50), ("h20", 1, 20), ("h50", 2, 50), ("h20", 2, 20)]
+    # Accuracy on 20 images comes in steps of 5 %.
+    assert all(round(r["val_accuracy"] * 20, 6).is_integer() for r in result["runs"])
+    assert set(result["summary"]) == {"h50", "h20"} and result["summary"]["h20"]["runs"] == 2
+    assert "scored on 20 held-out images" in capsys.readouterr().out
+
+
+def test_holdout_bench_never_compares_on_the_test_set(project: Path, monkeypatch) -> None:
+    monkeypatch.setattr(sys, "argv", ["bench.holdout", "--variant", "seed:data.validation=test"])
+    with pytest.raises(SystemExit, match="never compared on the test set"):
+        holdout.main()
