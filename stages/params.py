@@ -72,9 +72,9 @@ class Model:
 @dataclass(frozen=True)
 class Augment:
     # Random affine transform drawn per image, per epoch. 0 turns a part off.
-    rotate: float = 8.0  # degrees, uniform in [-rotate, rotate]
-    translate: float = 0.1  # fraction of the image side, each axis
-    scale: float = 0.05  # relative, uniform in [1 - scale, 1 + scale]
+    rotate: float = 5.0  # degrees, uniform in [-rotate, rotate]
+    translate: float = 0.08  # fraction of the image side, each axis
+    scale: float = 0.03  # relative, uniform in [1 - scale, 1 + scale]
 
     def validate(self) -> None:
         check("train.augment.rotate", 0.0 <= self.rotate <= 180.0, "a number of degrees in [0, 180]")
