@@ -43,7 +43,7 @@ import torch.nn.functional as F
 
 from stages import data, params, paths
 from stages.model import MEAN, STD, Net
-from stages.infer import score
+from stages.infer import score_weights
 from stages.train import train
 
 
@@ -117,9 +117,7 @@ def train_run(raw_dir: Path, p: params.Params, device: torch.device, cuda_graph:
     result = train(train_x=train_x, train_y=train_y, val_x=val_x, val_y=val_y, cfg=p.train,
                    dropout=p.model.dropout, cuda_graph=cuda_graph)
     seconds = time.perf_counter() - start
-    model = Net(dropout=p.model.dropout).to(device)
-    model.load_state_dict(result.saved_state)
-    accuracy, _ = score(model, *data.load(raw_dir, "test", device))
+    accuracy, _ = score_weights(result.saved_state, *data.load(raw_dir, "test", device))
     return {"train_s": round(seconds, 2), "epochs_run": result.epochs_run, "saved_epoch": result.saved_epoch,
             "epoch_s": [round(r["epoch_seconds"], 2) for r in result.history],
             "val_accuracy": [r["val_accuracy"] for r in result.history],

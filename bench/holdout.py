@@ -33,8 +33,7 @@ import torch
 import yaml
 
 from stages import data, params, paths
-from stages.infer import score
-from stages.model import Net
+from stages.infer import score_weights
 from stages.train import train
 
 
@@ -109,9 +108,7 @@ def main() -> None:
             if device.type == "cuda":
                 torch.cuda.synchronize()
             seconds = time.perf_counter() - t0
-            model = Net(dropout=p.model.dropout).to(device)
-            model.load_state_dict(result.saved_state)
-            accuracy, loss = score(model, eval_x, eval_y)
+            accuracy, loss = score_weights(result.saved_state, eval_x, eval_y)
             row = {"variant": name, "seed": seed, "holdout_size": p.data.holdout_size,
                    "epochs_run": result.epochs_run, "saved_epoch": result.saved_epoch,
                    "val_accuracy": accuracy, "val_loss": loss, "train_s": round(seconds, 2)}

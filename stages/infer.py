@@ -51,3 +51,10 @@ def score(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor) ->
     out = logits(model, images)
     loss, correct = F.cross_entropy(out, labels).item(), int((out.argmax(1) == labels).sum())
     return correct / len(labels), loss
+
+
+def score_weights(state: dict[str, torch.Tensor], images: torch.Tensor, labels: torch.Tensor) -> tuple[float, float]:
+    """`score` of a Net holding the weights `state` (e.g. a training Result's saved_state), on images' device."""
+    model = Net().to(images.device)
+    model.load_state_dict(state)
+    return score(model, images, labels)
