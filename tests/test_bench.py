@@ -46,3 +46,14 @@ def test_holdout_bench_never_compares_on_the_test_set(project: Path, monkeypatch
     monkeypatch.setattr(sys, "argv", ["bench.holdout", "--variant", "seed:data.validation=test"])
     with pytest.raises(SystemExit, match="never compared on the test set"):
         holdout.main()
+
+
+def test_bench_train_reports_the_test_accuracy_of_the_kept_weights(project: Path, monkeypatch) -> None:
+    monkeypatch.setattr(sys, "argv", ["bench.bench", "--reps", "1", "--images", "100", "--train",
+                                      "--json", "bench.json"])
+    bench.main()
+    run = json.loads((project / "bench.json").read_text())["train"]
+    assert (run["epochs_run"], run["saved_epoch"]) == (1, 1)
+    # 100 generated test images: accuracy comes in steps of 1 %.
+    assert round(run["test_accuracy"] * 100, 6).is_integer()
+    assert run["reached_99_41"] == (run["test_accuracy"] >= 0.9941)
