@@ -158,6 +158,8 @@ def train(*, train_x: torch.Tensor, train_y: torch.Tensor, val_x: torch.Tensor, 
     device = train_x.device
     generator = torch.Generator(device=device).manual_seed(cfg.seed)
     model = Net(dropout=dropout).to(device)
+    if device.type == "cpu":
+        model.to_cpu_layout()
     # The EMA (when on) is what gets validated and saved; BatchNorm statistics are averaged too.
     ema = (AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema_decay), use_buffers=True)
            if cfg.ema_decay > 0 else None)
@@ -297,7 +299,8 @@ def write_outputs(*, result: Result, summary: dict[str, Any], summary_text: str,
     """models/model.pt and reports/train/ (DVCLive history, summary metrics, model table), each atomically."""
     from dvclive import Live
 
-    checkpoint = {"state_dict": {k: v.cpu() for k, v in result.saved_state.items()},
+    # Contiguous (NCHW) tensors: the checkpoint does not carry the CPU training layout.
+    checkpoint = {"state_dict": {k: v.cpu().contiguous() for k, v in result.saved_state.items()},
                   "epoch": result.saved_epoch, "val_accuracy": result.saved_accuracy,
                   "val_loss": result.saved_loss, "params": all_params}
     # Both outputs are complete in scratch files before either is renamed into place.

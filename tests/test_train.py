@@ -124,3 +124,16 @@ def test_cuda_graph_trains_exactly_like_eager_steps(tiny) -> None:
     eager = train(**on_gpu, cfg=cfg, dropout=0.0, cuda_graph=False)
     assert [r["val_accuracy"] for r in graphed.history] == [r["val_accuracy"] for r in eager.history]
     assert all(torch.equal(graphed.saved_state[k], eager.saved_state[k]) for k in eager.saved_state)
+
+
+def test_train_stage_writes_contiguous_weights_that_score_like_the_trained_model(project) -> None:
+    from stages import train as train_stage
+
+    train_stage.main([])
+    checkpoint = torch.load(project / "models" / "model.pt", weights_only=True)
+    # CPU training keeps Conv2-Conv6 in channels-last; the file must not depend on that.
+    assert all(t.is_contiguous() for t in checkpoint["state_dict"].values())
+    net = Net()
+    net.load_state_dict(checkpoint["state_dict"])
+    x, y = data.load_holdout(project / "data" / "raw", 50, 0, torch.device("cpu"))[2:]
+    assert score(net, x, y)[0] == pytest.approx(checkpoint["val_accuracy"])
