@@ -100,7 +100,7 @@ class Train:
     # constant: lr throughout; onecycle: warm up to lr, anneal to ~0;
     # cosine: cosine decay from lr to 0 over `epochs`.
     schedule: Literal["constant", "onecycle", "cosine"] = "onecycle"
-    label_smoothing: float = 0.0
+    label_smoothing: float = 0.1  # of the training targets only; validation loss is plain cross-entropy
     # Decay per step of an exponential moving average of the weights; the
     # average is what is validated and saved. 0 turns it off.
     ema_decay: float = 0.0
