@@ -55,7 +55,7 @@ class Net(nn.Module):
         BatchNorm backward, though, took 4.7 ms for Conv1's 8 channels against
         0.18 ms in NCHW (64 images), so Conv1's block stays NCHW. On 2 cores a
         64-image step took 8.3 ms this way against 10.6 ms all-NCHW in bf16,
-        11.8 against 14.6 ms in fp32; all-NHWC was slower than either (12.6 ms).
+        11.8 against 14.6 ms in fp32; all-NHWC was slower than either (12.6 ms in bf16).
         The function computed is the same; only float rounding differs.
         """
         for block in (self.conv2, self.conv3, self.conv4, self.conv5, self.conv6):
