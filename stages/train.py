@@ -206,7 +206,9 @@ def train(*, train_x: torch.Tensor, train_y: torch.Tensor, val_x: torch.Tensor, 
                   "train_accuracy": correct.item() / seen, "val_loss": val_loss, "val_accuracy": val_accuracy,
                   "lr": lr, "epoch_seconds": time.perf_counter() - start}
         history.append(record)
-        states.append({k: v.detach().clone() for k, v in scored.state_dict().items()})
+        # Contiguous (NCHW) copies: callers and the checkpoint never see the CPU training layout.
+        states.append({k: v.detach().clone(memory_format=torch.contiguous_format)
+                       for k, v in scored.state_dict().items()})
         on_epoch(record)
 
         if (val_accuracy, -val_loss) > best:
@@ -299,8 +301,7 @@ def write_outputs(*, result: Result, summary: dict[str, Any], summary_text: str,
     """models/model.pt and reports/train/ (DVCLive history, summary metrics, model table), each atomically."""
     from dvclive import Live
 
-    # Contiguous (NCHW) tensors: the checkpoint does not carry the CPU training layout.
-    checkpoint = {"state_dict": {k: v.cpu().contiguous() for k, v in result.saved_state.items()},
+    checkpoint = {"state_dict": {k: v.cpu() for k, v in result.saved_state.items()},
                   "epoch": result.saved_epoch, "val_accuracy": result.saved_accuracy,
                   "val_loss": result.saved_loss, "params": all_params}
     # Both outputs are complete in scratch files before either is renamed into place.

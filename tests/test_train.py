@@ -5,7 +5,7 @@ import torch
 
 from stages import data, params
 from stages.cli import StageError
-from stages.infer import score
+from stages.infer import score, score_weights
 from stages.model import Net
 from stages.train import Result, select_epoch, train
 from tests.conftest import REPO, make_images
@@ -134,7 +134,6 @@ def test_train_stage_writes_contiguous_weights_that_score_like_the_trained_model
     checkpoint = torch.load(project / "models" / "model.pt", weights_only=True)
     # CPU training keeps Conv2-Conv6 in channels-last; the file must not depend on that.
     assert all(t.is_contiguous() for t in checkpoint["state_dict"].values())
-    net = Net()
-    net.load_state_dict(checkpoint["state_dict"])
-    x, y = data.load_holdout(project / "data" / "raw", 50, 0, torch.device("cpu"))[2:]
-    assert score(net, x, y)[0] == pytest.approx(checkpoint["val_accuracy"])
+    p = params.load(project / "params.yaml").data
+    _, _, val_x, val_y = data.load_holdout(project / "data" / "raw", p.holdout_size, p.split_seed, torch.device("cpu"))
+    assert score_weights(checkpoint["state_dict"], val_x, val_y)[0] == pytest.approx(checkpoint["val_accuracy"])
