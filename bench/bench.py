@@ -80,13 +80,11 @@ def reference(root: Path, count: int, device: torch.device, batch_size: int) -> 
     return count / (time.perf_counter() - start)
 
 
-def torchvision_root(raw_dir: Path) -> Path:
-    """A temporary root laid out as torchvision's MNIST expects (MNIST/raw/<files>), linking to raw_dir."""
-    root = Path(tempfile.mkdtemp(prefix="bench-mnist-"))
+def link_torchvision_root(root: Path, raw_dir: Path) -> None:
+    """Lay out root as torchvision's MNIST expects (MNIST/raw/<files>), linking to raw_dir."""
     (root / "MNIST" / "raw").mkdir(parents=True)
     for name in os.listdir(raw_dir):
         (root / "MNIST" / "raw" / name).symlink_to((raw_dir / name).resolve())
-    return root
 
 
 def throughput(raw_dir: Path, reps: int, count: int, cfg: params.Train, device: torch.device,
@@ -94,16 +92,19 @@ def throughput(raw_dir: Path, reps: int, count: int, cfg: params.Train, device: 
     images, labels = data.load(raw_dir, "train", device)
     count = min(count, len(images))
     images, labels = images[:count], labels[:count]
-    root = torchvision_root(raw_dir)
-    warm = min(1280, count)  # warm-up: first-call allocations and kernel choices
-    ours(images[:warm], labels[:warm], cfg, cuda_graph)
-    reference(root, warm, device, reference_batch_size)
     rows = []
-    for rep in range(reps):
-        a = ours(images, labels, cfg, cuda_graph)
-        b = reference(root, count, device, reference_batch_size)
-        rows.append({"ours": a, "reference": b, "ratio": a / b})
-        print(f"rep {rep + 1}/{reps}: ours {a:,.0f} img/s, reference {b:,.0f} img/s, ratio {a / b:.2f}x", flush=True)
+    with tempfile.TemporaryDirectory(prefix="bench-mnist-") as tmp:
+        root = Path(tmp)
+        link_torchvision_root(root, raw_dir)
+        warm = min(1280, count)  # warm-up: first-call allocations and kernel choices
+        ours(images[:warm], labels[:warm], cfg, cuda_graph)
+        reference(root, warm, device, reference_batch_size)
+        for rep in range(reps):
+            a = ours(images, labels, cfg, cuda_graph)
+            b = reference(root, count, device, reference_batch_size)
+            rows.append({"ours": a, "reference": b, "ratio": a / b})
+            print(f"rep {rep + 1}/{reps}: ours {a:,.0f} img/s, reference {b:,.0f} img/s, ratio {a / b:.2f}x",
+                  flush=True)
     return {"images_per_rep": count, "reps": rows,
             "median_ours_img_s": statistics.median(r["ours"] for r in rows),
             "median_reference_img_s": statistics.median(r["reference"] for r in rows),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import statistics
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -15,7 +16,11 @@ from bench import bench, holdout
 def test_bench_reports_the_median_of_side_by_side_ratios(project: Path, monkeypatch, capsys) -> None:
     monkeypatch.setattr(sys, "argv", ["bench.bench", "--reps", "3", "--images", "200",
                                       "--reference-batch-size", "50", "--json", "bench.json"])
+    scratch = project / "scratch"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
     bench.main()
+    assert list(scratch.glob("bench-mnist-*")) == []  # the reference's torchvision layout is removed again
     result = json.loads((project / "bench.json").read_text())
     reps = result["throughput"]["reps"]
     assert len(reps) == 3
