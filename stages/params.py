@@ -104,6 +104,11 @@ class Train:
     # Decay per step of an exponential moving average of the weights; the
     # average is what is validated and saved. 0 turns it off.
     ema_decay: float = 0.0
+    # Clean (un-augmented) training images on which BatchNorm's running mean
+    # and variance are recomputed before each validation, so the validated
+    # and saved model does not carry averages of the last ~10 augmented
+    # batches (momentum 0.1). 0 keeps those running averages.
+    bn_recalibration: int = 0
     # Stop once validation accuracy reaches this (the seed stops at 0.9941);
     # null keeps training to the end of the schedule.
     target_accuracy: float | None = None
@@ -123,6 +128,8 @@ class Train:
         check("train.weight_decay", self.weight_decay >= 0.0, "a number >= 0")
         check("train.label_smoothing", 0.0 <= self.label_smoothing < 1.0, "a number in [0, 1)")
         check("train.ema_decay", 0.0 <= self.ema_decay < 1.0, "a number in [0, 1)")
+        check("train.bn_recalibration", 0 <= self.bn_recalibration <= MNIST_TRAIN_SIZE,
+              f"an integer in [0, {MNIST_TRAIN_SIZE}] (0 turns it off)")
         check("train.target_accuracy", self.target_accuracy is None or 0.0 < self.target_accuracy <= 1.0,
               "null or a number in (0, 1]")
         check("train.patience", self.patience >= 0, "an integer >= 0 (0 turns it off)")

@@ -9,6 +9,7 @@ chosen by `train.selection` on the validation set go to models/model.pt.
 from __future__ import annotations
 
 import contextlib
+import copy
 import io
 import math
 import os
@@ -20,11 +21,12 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+from torch import nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn, update_bn
 
 from stages import atomic, data, params, paths
 from stages.cli import StageError, run
-from stages.infer import score
+from stages.infer import EVAL_BATCH, score
 from stages.model import Net
 
 
@@ -143,6 +145,21 @@ def cuda_graphed(step: Callable[[torch.Tensor, torch.Tensor], None]) -> Callable
     return run
 
 
+def recalibrated(model: nn.Module, images: torch.Tensor) -> nn.Module:
+    """A copy of `model` whose BatchNorm running statistics are recomputed on `images`.
+
+    The mean and variance are averaged over EVAL_BATCH-image batches, with
+    dropout off as in evaluation. A copy, so that training goes on exactly
+    as it would without it.
+    """
+    clone = copy.deepcopy(model)
+    for module in clone.modules():
+        if isinstance(module, nn.Dropout):
+            module.p = 0.0
+    update_bn(images.split(EVAL_BATCH), clone)
+    return clone
+
+
 def train(*, train_x: torch.Tensor, train_y: torch.Tensor, val_x: torch.Tensor, val_y: torch.Tensor,
           cfg: params.Train, dropout: float, cuda_graph: bool = True,
           on_epoch: Callable[[dict[str, float]], None] = lambda record: None) -> Result:
@@ -164,6 +181,9 @@ def train(*, train_x: torch.Tensor, train_y: torch.Tensor, val_x: torch.Tensor, 
     ema = (AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema_decay), use_buffers=True)
            if cfg.ema_decay > 0 else None)
     scored = ema.module if ema is not None else model
+    # A fixed subset per seed, drawn apart from `generator` so the training batches stay the same.
+    calibration = (train_x[torch.randperm(len(train_x), generator=torch.Generator().manual_seed(cfg.seed))
+                           [:cfg.bn_recalibration].to(device)] if cfg.bn_recalibration else None)
     optimizer = make_optimizer(model, cfg, device)
     # Whole batches only: a last batch of one image would break BatchNorm.
     steps_per_epoch = len(train_x) // cfg.batch_size
@@ -201,14 +221,15 @@ def train(*, train_x: torch.Tensor, train_y: torch.Tensor, val_x: torch.Tensor, 
                 scheduler.step()
                 if ema is not None:
                     ema.update_parameters(model)
-        val_accuracy, val_loss = score(scored, val_x, val_y)
+        validated = recalibrated(scored, calibration) if calibration is not None else scored
+        val_accuracy, val_loss = score(validated, val_x, val_y)
         record = {"epoch": epoch, "train_loss": loss_sum.item() / steps_per_epoch,
                   "train_accuracy": correct.item() / seen, "val_loss": val_loss, "val_accuracy": val_accuracy,
                   "lr": lr, "epoch_seconds": time.perf_counter() - start}
         history.append(record)
         # Contiguous (NCHW) copies: callers and the checkpoint never see the CPU training layout.
         states.append({k: v.detach().clone(memory_format=torch.contiguous_format)
-                       for k, v in scored.state_dict().items()})
+                       for k, v in validated.state_dict().items()})
         on_epoch(record)
 
         if (val_accuracy, -val_loss) > best:

@@ -58,6 +58,8 @@ def test_unknown_key_is_named_with_the_closest_valid_one(dotted: str, suggestion
     ("train.batch_size", 0, "train.batch_size: must be an integer in [1, 60000]"),
     ("train.batch_size", 58000, "train.batch_size: must be at most the training set left after the hold-out"),
     ("train.momentum", 1.0, "train.momentum: must be a number in [0, 1)"),
+    ("train.bn_recalibration", -1, "train.bn_recalibration: must be an integer in [0, 60000] (0 turns it off)"),
+    ("train.bn_recalibration", 0.5, "train.bn_recalibration: must be an integer, got 0.5"),
     ("model.dropout", 1.0, "model.dropout: must be a number in [0, 1)"),
     ("model.dropout", -0.1, "model.dropout: must be a number in [0, 1)"),
     ("train.target_accuracy", 0, "train.target_accuracy: must be null or a number in (0, 1]"),

@@ -73,6 +73,27 @@ def test_same_seed_same_history_other_seed_differs(tiny) -> None:
     assert curve(3) != curve(4)
 
 
+def test_bn_recalibration_changes_only_the_batchnorm_statistics(tiny) -> None:
+    plain = fit(tiny, epochs=2)
+    recal = fit(tiny, epochs=2, bn_recalibration=256)
+    # Training itself is untouched: same batches, same losses, same weights.
+    assert [r["train_loss"] for r in plain.history] == [r["train_loss"] for r in recal.history]
+    stats = ("running_mean", "running_var")
+    for key, value in plain.saved_state.items():
+        if key.endswith(stats):
+            assert not torch.allclose(value, recal.saved_state[key]), key
+        elif not key.endswith("num_batches_tracked"):
+            assert torch.equal(value, recal.saved_state[key]), key
+    # Conv1's BatchNorm now holds the mean of Conv1's outputs over the 256 clean images it was given.
+    model = Net()
+    model.load_state_dict(recal.saved_state)
+    images = tiny["train_x"][torch.randperm(600, generator=torch.Generator().manual_seed(BASE.seed))[:256]]
+    with torch.no_grad():
+        conv1_out = model.conv1[0](images)
+    assert torch.allclose(recal.saved_state["conv1.1.running_mean"], conv1_out.mean(dim=(0, 2, 3)), atol=1e-5)
+    assert score_weights(recal.saved_state, tiny["val_x"], tiny["val_y"])[0] == pytest.approx(recal.saved_accuracy)
+
+
 def test_holdout_split_is_seeded_disjoint_and_complete() -> None:
     fit_idx, held = data.holdout_split(100, 20, seed=0)
     assert len(held) == 20 and len(fit_idx) == 80
