@@ -21,7 +21,6 @@ smallest hold-out among them, which lies inside every variant's hold-out
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import math
 import statistics
@@ -100,7 +99,7 @@ def main() -> None:
         for name, p in configs.items():
             if time.perf_counter() - start > args.budget_s:
                 break
-            cfg = dataclasses.replace(p.train, seed=seed)
+            cfg = p.train.model_copy(update={"seed": seed})
             train_x, train_y, val_x, val_y = splits[p.data.holdout_size]
             t0 = time.perf_counter()
             result = train(train_x=train_x, train_y=train_y, val_x=val_x, val_y=val_y, cfg=cfg,

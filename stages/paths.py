@@ -3,6 +3,7 @@
 from pathlib import Path
 
 PARAMS = Path("params.yaml")
+PARAMS_CHECKED = Path("reports/params.ok")  # params -> the same bytes whenever params.yaml is valid
 RAW_DIR = Path("data/raw")  # download -> the four IDX files
 MODEL = Path("models/model.pt")  # train -> best weights and their metadata
 TRAIN_REPORT = Path("reports/train")  # train -> DVCLive history, summary metrics, model table

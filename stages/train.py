@@ -314,7 +314,7 @@ def main(argv: list[str]) -> None:
                "device": device.type, "precision": "bf16" if amp else "fp32"}
     print(f"stopped: {result.stopped_because} after {result.epochs_run} epochs, {seconds:.1f} s; saved epoch "
           f"{result.saved_epoch} ({p.train.selection}), validation accuracy {result.saved_accuracy:.2%}")
-    write_outputs(result=result, summary=summary, summary_text=summary_text, all_params=params.as_dict(p))
+    write_outputs(result=result, summary=summary, summary_text=summary_text, all_params=p.model_dump())
 
 
 def write_outputs(*, result: Result, summary: dict[str, Any], summary_text: str,

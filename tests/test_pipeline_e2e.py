@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -32,7 +33,7 @@ def project(tmp_path_factory) -> tuple[Path, dict[str, str]]:
     repo = root / "repo"
     repo.mkdir()
     shutil.copytree(REPO / "stages", repo / "stages", ignore=shutil.ignore_patterns("__pycache__"))
-    for name in ("dvc.yaml", ".gitignore"):
+    for name in ("dvc.yaml", ".gitignore", "params.schema.json"):
         shutil.copy(REPO / name, repo / name)
     md5 = write_dataset(root / "mnist", n_train=400, n_test=100, gz=True)
     params = yaml.safe_load((REPO / "params.yaml").read_text())
@@ -50,7 +51,7 @@ def project(tmp_path_factory) -> tuple[Path, dict[str, str]]:
     sh(repo, "git", "add", "-A", env=env)
     sh(repo, "git", "commit", "-q", "-m", "pipeline", env=env)
     out = sh(repo, "dvc", "repro", env=env)
-    assert all(f"Running stage '{s}'" in out for s in ("download", "train", "evaluate", "plots")), out
+    assert all(f"Running stage '{s}'" in out for s in ("params", "download", "train", "evaluate", "plots")), out
     sh(repo, "git", "add", "-A", env=env)
     sh(repo, "git", "commit", "-q", "-m", "first run", env=env)
     return repo, env
@@ -85,6 +86,33 @@ def test_second_repro_does_nothing(project) -> None:
     out = sh(repo, "dvc", "repro", env=env)
     assert "Data and pipelines are up to date." in out
     assert "Running stage" not in out
+
+
+def outputs(repo: Path) -> dict[str, str]:
+    """MD5 of every file under models/ and reports/."""
+    return {str(p.relative_to(repo)): hashlib.md5(p.read_bytes()).hexdigest()
+            for d in ("models", "reports") for p in sorted((repo / d).rglob("*")) if p.is_file()}
+
+
+def test_bad_param_through_the_front_door_changes_no_output(project) -> None:
+    repo, env = project
+    before = outputs(repo)
+    assert "models/model.pt" in before and "reports/metrics.json" in before
+    done = subprocess.run(["dvc", "exp", "run", "-S", "train.lr=-1"], cwd=repo, env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode != 0
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert errors == ["error: params.yaml: train.lr: must be a number > 0; no stage ran and no output changed "
+                      "(fix params.yaml, or undo the edit with `git checkout params.yaml`)"], done.stderr
+    assert "Traceback" not in done.stderr + done.stdout
+    assert "Running stage 'train'" not in done.stdout
+    assert outputs(repo) == before
+    # DVC leaves its -S value in params.yaml; the command the error names undoes it, and nothing is left to run.
+    assert "lr: -1" in (repo / "params.yaml").read_text()
+    sh(repo, "git", "checkout", "params.yaml", env=env)
+    out = sh(repo, "dvc", "repro", env=env)
+    assert "Data and pipelines are up to date." in out and "Running stage" not in out
+    assert outputs(repo) == before
 
 
 def test_metrics_show_prints_test_accuracy(project) -> None:

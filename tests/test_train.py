@@ -1,5 +1,3 @@
-import dataclasses
-
 import pytest
 import torch
 
@@ -21,7 +19,7 @@ def tiny() -> dict[str, torch.Tensor]:
 
 
 def fit(tiny: dict[str, torch.Tensor], **overrides) -> Result:
-    cfg = dataclasses.replace(BASE, **{"batch_size": 32, "lr": 0.05, "precision": "fp32", **overrides})
+    cfg = BASE.model_copy(update={"batch_size": 32, "lr": 0.05, "precision": "fp32", **overrides})
     return train(**tiny, cfg=cfg, dropout=0.0)
 
 
@@ -141,7 +139,7 @@ def test_auto_precision_is_fp32_on_cuda_and_asked_for_precisions_are_kept() -> N
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_cuda_graph_trains_exactly_like_eager_steps(tiny) -> None:
     on_gpu = {k: v.cuda() for k, v in tiny.items()}
-    cfg = dataclasses.replace(BASE, batch_size=32, lr=0.05, epochs=2, precision="fp32")
+    cfg = BASE.model_copy(update={"batch_size": 32, "lr": 0.05, "epochs": 2, "precision": "fp32"})
     graphed = train(**on_gpu, cfg=cfg, dropout=0.0, cuda_graph=True)
     eager = train(**on_gpu, cfg=cfg, dropout=0.0, cuda_graph=False)
     assert [r["val_accuracy"] for r in graphed.history] == [r["val_accuracy"] for r in eager.history]
