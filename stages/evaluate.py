@@ -1,8 +1,10 @@
 """Stage `evaluate`: the saved model on the 10,000-image test set.
 
 The only stage that reads the test set (unless `data.validation: test` asks
-for the seed's protocol). Writes reports/metrics.json and, for DVC's
-`confusion` template, one row per test image in reports/eval/confusion.json.
+for the seed's protocol). Writes reports/metrics.json (accuracy, loss, errors:
+what `dvc metrics show` lists), and two plot files: the accuracy of each digit
+for a bar chart in reports/eval/per_class.json, and one row per test image for
+DVC's `confusion` template in reports/eval/confusion.json.
 """
 
 from __future__ import annotations
@@ -18,23 +20,22 @@ from stages.infer import load_checkpoint, logits
 
 
 def evaluate(*, model: torch.nn.Module, images: torch.Tensor,
-             labels: torch.Tensor) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """Test metrics, and one {index, actual, predicted, probability} row per image."""
+             labels: torch.Tensor) -> tuple[dict[str, Any], list[dict[str, Any]], list[dict[str, Any]]]:
+    """Test metrics, a {digit, accuracy} row per class, and an {index, actual, predicted, probability} row per image."""
     out = logits(model, images).float()
     probs = out.softmax(1)
     predicted = out.argmax(1)
     right = predicted == labels
-    per_class = {str(c): round(int(right[labels == c].sum()) / max(int((labels == c).sum()), 1), 6)
-                 for c in range(10)}
+    hits, counts = torch.bincount(labels[right], minlength=10), torch.bincount(labels, minlength=10)
+    per_class = [{"digit": str(c), "accuracy": round(h / max(n, 1), 6)}
+                 for c, (h, n) in enumerate(zip(hits.tolist(), counts.tolist()))]
     metrics = {"test": {"accuracy": int(right.sum()) / len(labels),
                         "loss": F.cross_entropy(out, labels).item(),
-                        "errors": int((~right).sum().item()),
-                        "images": len(labels),
-                        "per_class_accuracy": per_class}}
+                        "errors": int((~right).sum().item())}}
     rows = [{"index": i, "actual": a, "predicted": p, "probability": round(q, 4)}
             for i, (a, p, q) in enumerate(zip(labels.tolist(), predicted.tolist(),
                                               probs.max(1).values.tolist()))]
-    return metrics, rows
+    return metrics, per_class, rows
 
 
 def main(argv: list[str]) -> None:
@@ -42,11 +43,12 @@ def main(argv: list[str]) -> None:
     device = data.resolve_device(p.train.device)
     model, checkpoint = load_checkpoint(paths.MODEL, device)
     images, labels = data.load(paths.RAW_DIR, "test", device)
-    metrics, rows = evaluate(model=model, images=images, labels=labels)
+    metrics, per_class, rows = evaluate(model=model, images=images, labels=labels)
     atomic.write_json(paths.CONFUSION, rows)
+    atomic.write_json(paths.PER_CLASS, per_class)
     atomic.write_json(paths.METRICS, metrics)
     test = metrics["test"]
-    print(f"test accuracy {test['accuracy']:.2%} ({test['errors']} errors in {test['images']}), "
+    print(f"test accuracy {test['accuracy']:.2%} ({test['errors']} errors in {len(labels)}), "
           f"loss {test['loss']:.4f}; model from epoch {checkpoint.get('epoch')}")
 
 

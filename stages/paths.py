@@ -10,4 +10,5 @@ TRAIN_REPORT = Path("reports/train")  # train -> DVCLive history, summary metric
 TRAIN_HISTORY = TRAIN_REPORT / "plots" / "metrics"  # DVCLive's per-epoch TSV files
 METRICS = Path("reports/metrics.json")  # evaluate -> test metrics
 CONFUSION = Path("reports/eval/confusion.json")  # evaluate -> one row per test image
+PER_CLASS = Path("reports/eval/per_class.json")  # evaluate -> test accuracy of each digit
 PLOTS = Path("reports/plots")  # plots -> PNGs
