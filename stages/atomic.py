@@ -72,24 +72,3 @@ def atomic_dir(path: Path | str) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-
-
-@contextmanager
-def staged_files(dest: Path | str) -> Iterator[Path]:
-    """Yield a scratch directory; on success move each file in it to the same place under `dest`.
-
-    For writers that make several files (DVCLive): every file appears whole,
-    and files DVC keeps beside them in `dest` (its .gitignore) stay untouched.
-    """
-    dest = Path(dest)
-    dest.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=dest, prefix=".staging.", suffix=".tmp"))
-    try:
-        yield tmp
-        for src in sorted(p for p in tmp.rglob("*") if p.is_file()):
-            target = dest / src.relative_to(tmp)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            os.chmod(src, 0o666 & ~_umask())
-            os.replace(src, target)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)

@@ -41,5 +41,5 @@ def run(main: Callable[[list[str]], None]) -> None:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt:
-        print("interrupted: no outputs were written", file=sys.stderr)
+        print("interrupted: no output was completed", file=sys.stderr)
         sys.exit(130)

@@ -8,6 +8,11 @@ image. No Dataset, DataLoader or per-sample PIL work anywhere.
 from __future__ import annotations
 
 import math
+import os
+import platform
+import re
+import subprocess
+import sys
 from pathlib import Path
 
 import torch
@@ -30,6 +35,33 @@ def resolve_device(name: str) -> torch.device:
         raise StageError(f"params.yaml: train.device: {name!r} is not available on this machine "
                          f"(available: {available}; 'auto' picks the best)")
     return torch.device(name)
+
+
+def cpu_model() -> str:
+    """The CPU's model name ('AMD EPYC', 'Intel Xeon Platinum 8480+'), without trademarks and clock speed."""
+    name = ""
+    if sys.platform == "linux":
+        with open("/proc/cpuinfo") as cpuinfo:
+            name = next((line.split(":", 1)[1] for line in cpuinfo if line.startswith("model name")), "")
+    elif sys.platform == "darwin":
+        name = subprocess.run(["sysctl", "-n", "machdep.cpu.brand_string"], capture_output=True, text=True).stdout
+    name = re.sub(r"\((R|TM)\)|\bCPU\b|\bProcessor\b|@.*$|\s\d+-Core", "", name or platform.processor())
+    return " ".join(name.split()) or platform.machine()
+
+
+def device_info(device: torch.device) -> dict[str, str]:
+    """What a run used, for its metrics: `device` in PyTorch's notation (cpu, mps, cuda:2) and its model name.
+
+    On CUDA the index is the machine's (nvidia-smi's): a queue worker started with CUDA_VISIBLE_DEVICES=2 sees
+    that GPU as cuda:0, and reports cuda:2.
+    """
+    if device.type != "cuda":
+        # MPS is the Apple chip's GPU: the chip's name names it.
+        return {"device": device.type, "device_name": cpu_model()}
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",")
+    physical = int(visible[index]) if index < len(visible) and visible[index].strip().isdigit() else index
+    return {"device": f"cuda:{physical}", "device_name": torch.cuda.get_device_name(index)}
 
 
 def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:

@@ -284,7 +284,20 @@ def _progress(epochs: int) -> Callable[[dict[str, float]], None]:
     return report
 
 
+def log_epoch(live: Any, record: dict[str, float]) -> None:
+    """One epoch into DVCLive: a row in each history TSV, and the summary file rewritten as that epoch.
+
+    `dvc exp show` reads a running queued experiment's workspace, so it shows this epoch while training goes on.
+    """
+    live.step = int(record["epoch"])
+    for key in ("train_loss", "train_accuracy", "val_loss", "val_accuracy", "lr", "epoch_seconds"):
+        live.log_metric(key.replace("_", "/", 1) if key.startswith(("train_", "val_")) else key, record[key])
+    live.next_step()
+
+
 def main(argv: list[str]) -> None:
+    from dvclive import Live
+
     p = params.load()
     device = data.resolve_device(p.train.device)
     summary_text = model_summary()
@@ -301,17 +314,27 @@ def main(argv: list[str]) -> None:
         print("validation: the TEST set (data.validation: test, the seed's protocol): the reported test "
               "accuracy is then not an unbiased estimate", file=sys.stderr)
     amp = data.autocast_dtype(p.train.precision, device)
-    print(f"device: {device} ({'bfloat16 autocast' if amp else 'float32'}); {p.train.optimizer} "
-          f"lr {p.train.lr} ({p.train.schedule}), batch {p.train.batch_size}, up to {p.train.epochs} epochs", flush=True)
+    where = data.device_info(device)
+    print(f"device: {where['device']} ({where['device_name']}), {'bfloat16 autocast' if amp else 'float32'}; "
+          f"{p.train.optimizer} lr {p.train.lr} ({p.train.schedule}), batch {p.train.batch_size}, up to {p.train.epochs} epochs", flush=True)
+
+    # The history grows in reports/train as each epoch ends (an interrupted run may leave part of it: DVC
+    # records no failed stage, and the next run starts it afresh); the model is written once, at the end.
+    live = Live(dir=str(paths.TRAIN_REPORT), save_dvc_exp=False, dvcyaml=None, report=None)
+    progress = _progress(p.train.epochs)
+
+    def on_epoch(record: dict[str, float]) -> None:
+        log_epoch(live, record)  # first: once the epoch's line is printed, its files hold it
+        progress(record)
 
     start = time.perf_counter()
     result = train(train_x=train_x, train_y=train_y, val_x=val_x, val_y=val_y, cfg=p.train,
-                   dropout=p.model.dropout, on_epoch=_progress(p.train.epochs))
+                   dropout=p.model.dropout, on_epoch=on_epoch)
     seconds = time.perf_counter() - start
+    # What a person compares across runs; the per-epoch values stay in the history.
     summary = {"epochs_run": result.epochs_run, "saved_epoch": result.saved_epoch,
-               "saved_val_accuracy": result.saved_accuracy, "saved_val_loss": result.saved_loss,
-               "stopped_because": result.stopped_because, "train_seconds": round(seconds, 2),
-               "device": device.type, "precision": "bf16" if amp else "fp32"}
+               "saved_val_accuracy": result.saved_accuracy, "train_seconds": round(seconds, 2),
+               **where, "precision": "bf16" if amp else "fp32"}
     print(f"stopped: {result.stopped_because} after {result.epochs_run} epochs, {seconds:.1f} s; saved epoch "
           f"{result.saved_epoch} ({p.train.selection}), validation accuracy {result.saved_accuracy:.2%}")
     write_outputs(result=result, summary=summary, summary_text=summary_text, all_params=p.model_dump())
@@ -319,28 +342,18 @@ def main(argv: list[str]) -> None:
 
 def write_outputs(*, result: Result, summary: dict[str, Any], summary_text: str,
                   all_params: dict[str, Any]) -> None:
-    """models/model.pt and reports/train/ (DVCLive history, summary metrics, model table), each atomically."""
-    from dvclive import Live
-
+    """models/model.pt, then the final summary and the model table in reports/train, each atomically."""
     checkpoint = {"state_dict": {k: v.cpu() for k, v in result.saved_state.items()},
                   "epoch": result.saved_epoch, "val_accuracy": result.saved_accuracy,
                   "val_loss": result.saved_loss, "params": all_params}
-    # Both outputs are complete in scratch files before either is renamed into place.
-    with atomic.atomic_path(paths.MODEL) as tmp_model, atomic.staged_files(paths.TRAIN_REPORT) as tmp_dir:
-        # Saved through memory: a file's archive takes its (random) temp name inside,
-        # so identical weights would give a different model.pt hash on each run.
-        buffer = io.BytesIO()
-        torch.save(checkpoint, buffer)
-        tmp_model.write_bytes(buffer.getvalue())
-        # DVCLive writes into the scratch folder; its files move into reports/train only when complete.
-        with Live(dir=str(tmp_dir), save_dvc_exp=False, dvcyaml=None, report=None) as live:
-            for record in result.history:
-                live.step = int(record["epoch"])
-                for key in ("train_loss", "train_accuracy", "val_loss", "val_accuracy", "lr", "epoch_seconds"):
-                    live.log_metric(key.replace("_", "/", 1) if key.startswith(("train_", "val_")) else key,
-                                    record[key])
-            live.summary.update(summary)
-        (tmp_dir / "model_summary.txt").write_text(summary_text)
+    # Saved through memory: a file's archive takes its (random) temp name inside,
+    # so identical weights would give a different model.pt hash on each run.
+    buffer = io.BytesIO()
+    torch.save(checkpoint, buffer)
+    atomic.write_bytes(paths.MODEL, buffer.getvalue())
+    # Replaces the last epoch's DVCLive summary: `dvc metrics show` lists these, the history has the rest.
+    atomic.write_json(paths.TRAIN_REPORT / "metrics.json", summary)
+    atomic.write_text(paths.TRAIN_REPORT / "model_summary.txt", summary_text)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,65 @@
+"""Live progress: the train stage's history and summary hold each epoch as soon as it has ended."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from stages import data
+from tests.conftest import REPO
+from tests.test_errors import set_param
+
+
+def history_steps(project: Path, metric: str) -> list[int]:
+    path = project / "reports" / "train" / "plots" / "metrics" / f"{metric}.tsv"
+    with path.open() as rows:
+        return [int(row["step"]) for row in csv.DictReader(rows, delimiter="\t")]
+
+
+def test_each_epoch_is_in_the_history_and_summary_as_soon_as_it_ends(project: Path) -> None:
+    set_param(project, "train.epochs", 4)
+    set_param(project, "train.precision", "fp32")
+    summary = project / "reports" / "train" / "metrics.json"
+    proc = subprocess.Popen([sys.executable, "-m", "stages.train"], cwd=project, text=True,
+                            env={**os.environ, "PYTHONPATH": str(REPO)}, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    seen = []
+    for line in proc.stdout:
+        if not line.startswith("epoch "):
+            continue
+        epoch = int(line.split()[1].split("/")[0])
+        # The line is printed after the epoch is logged: its files already hold it, and the model is not there yet.
+        live = json.loads(summary.read_text())
+        assert live["step"] == epoch and set(live["val"]) == {"accuracy", "loss"}
+        assert history_steps(project, "val/accuracy") == list(range(1, epoch + 1))
+        assert history_steps(project, "train/loss") == list(range(1, epoch + 1))
+        assert not (project / "models" / "model.pt").exists()
+        seen.append(epoch)
+    assert proc.wait(timeout=120) == 0, proc.stderr.read()
+    assert seen == [1, 2, 3, 4]
+
+    # At the end the summary holds what a person compares across runs, and the model is there.
+    final = json.loads(summary.read_text())
+    assert set(final) == {"epochs_run", "saved_epoch", "saved_val_accuracy", "train_seconds", "device",
+                          "device_name", "precision"}
+    assert final["epochs_run"] == 4 and final["device"] == "cpu" and final["precision"] == "fp32"
+    assert final["device_name"] == data.cpu_model() != ""
+    assert history_steps(project, "val/accuracy") == [1, 2, 3, 4]
+    assert (project / "models" / "model.pt").exists()
+
+
+@pytest.mark.parametrize("visible, index, expected", [(None, 0, 0), ("2,3", 1, 3), ("GPU-8f3c", 0, 0), ("1", 0, 1)])
+def test_cuda_index_is_the_machines_not_the_workers(monkeypatch, visible, index, expected) -> None:
+    # A queue worker pinned with CUDA_VISIBLE_DEVICES sees its GPU as cuda:0; the report names the machine's GPU.
+    if visible is None:
+        monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    else:
+        monkeypatch.setenv("CUDA_VISIBLE_DEVICES", visible)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda i: f"GPU {i}")
+    assert data.device_info(torch.device("cuda", index)) == {"device": f"cuda:{expected}", "device_name": f"GPU {index}"}
