@@ -1,16 +1,18 @@
 """Summarize DVC experiments as a Markdown table: per-experiment test accuracy, then mean/std/min/max.
 
-    python -m stages.report                 # every experiment of HEAD
+    python -m stages.report                 # every finished experiment of HEAD
     python -m stages.report exp-a exp-b     # just these
     python -m stages.report --all-commits   # experiments of every commit, not only HEAD
 
-Reads what `dvc exp show` reads (through dvc.api.exp_show); writes nothing.
+Reads what `dvc exp show` reads (through dvc.api.exp_show), so experiments pulled from
+other machines (`dvc exp pull origin`) count like local ones; writes nothing.
 """
 
 from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 from typing import Any
 
 from stages.cli import StageError, run
@@ -18,6 +20,7 @@ from stages.cli import StageError, run
 # Columns per experiment: (header, exp_show key, decimals). exp_show gives every number as a float.
 COLUMNS = [("seed", "train.seed", 0), ("test accuracy (%)", "test.accuracy", 2), ("test errors", "test.errors", 0),
            ("epochs run", "epochs_run", 0), ("saved epoch", "saved_epoch", 0), ("train seconds", "train_seconds", 0)]
+BAR = 0.9941  # the seed's test accuracy, which every seed must reach
 
 
 def _value(row: dict[str, Any], name: str) -> float | None:
@@ -32,11 +35,19 @@ def _cell(value: float, header: str, decimals: int) -> str:
     return f"{value * 100:.{decimals}f}" if header.endswith("(%)") else f"{value:.{decimals}f}"
 
 
+def _device(row: dict[str, Any]) -> str:
+    """Where it ran, as the train stage recorded it: 'cuda:1 (NVIDIA H100 80GB HBM3)'."""
+    kind, name = row.get("device"), row.get("device_name")
+    return f"{kind} ({name})" if kind and name else str(kind or "-")
+
+
 def summarize(rows: list[dict[str, Any]]) -> str:
-    """Markdown: one line per experiment, then mean, standard deviation, minimum and maximum of each column."""
+    """Markdown: one line per experiment, then mean, standard deviation, minimum and maximum of each column,
+    and how many experiments reach the seed's 99.41 %."""
     if not rows:
-        raise StageError("no experiments to summarize (run some with `dvc exp run`, see README)")
-    header = ["experiment"] + [c[0] for c in COLUMNS]
+        raise StageError("no finished experiments to summarize (run some with `dvc exp run`, or fetch a "
+                         "team's with `dvc exp pull origin`; see README)")
+    header = ["experiment"] + [c[0] for c in COLUMNS] + ["device"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     values: dict[str, list[float]] = {c[0]: [] for c in COLUMNS}
     for row in rows:
@@ -46,7 +57,7 @@ def summarize(rows: list[dict[str, Any]]) -> str:
             cells.append("-" if value is None else _cell(value, name, decimals))
             if value is not None:
                 values[name].append(float(value))
-        lines.append("| " + " | ".join(cells) + " |")
+        lines.append("| " + " | ".join(cells + [_device(row)]) + " |")
     for label, stat in (("mean", statistics.fmean), ("std", statistics.stdev), ("min", min), ("max", max)):
         cells = [f"**{label}**"]
         for name, _, decimals in COLUMNS:
@@ -55,23 +66,42 @@ def summarize(rows: list[dict[str, Any]]) -> str:
             # Means and spreads of integer columns need a decimal more than the values.
             shown = decimals + (1 if label in ("mean", "std") else 0)
             cells.append(_cell(stat(column), name, shown) if enough and name != "seed" else "")
-        lines.append("| " + " | ".join(cells) + " |")
+        lines.append("| " + " | ".join(cells + [""]) + " |")
+    accuracies = values["test accuracy (%)"]
+    lines.append(f"\n{sum(a >= BAR for a in accuracies)} of {len(accuracies)} reach >= {BAR:.2%} test accuracy.")
     return "\n".join(lines)
 
 
+def _finished(row: dict[str, Any]) -> bool:
+    # exp_show's State: None or "Success" once done; "Queued", "Running" or "Failed" before or instead.
+    return row.get("State") in (None, "Success")
+
+
 def experiment_rows(names: list[str], all_commits: bool) -> list[dict[str, Any]]:
-    """exp_show rows of the named experiments, or of every experiment when none are named."""
+    """exp_show rows of the named experiments, or of every finished experiment when none are named."""
     import dvc.api
+    from dvc.exceptions import DvcException
 
     # Named experiments may come from any commit; unnamed means those of HEAD (or all commits).
-    rows = dvc.api.exp_show(repo=".", num=-1 if all_commits or names else 1)
-    experiments = [r for r in rows if r.get("Experiment") and r.get("State") in (None, "Success")]
+    try:
+        rows = dvc.api.exp_show(repo=".", num=-1 if all_commits or names else 1)
+    except DvcException as exc:  # not a DVC repository, no commits, a broken dvc.yaml: DVC's own one line
+        raise StageError(f"dvc exp show: {exc}") from None
+    experiments = [r for r in rows if r.get("Experiment")]
     if not names:
-        return experiments
+        unfinished = [f"{r['Experiment']} ({r['State'].lower()})" for r in experiments if not _finished(r)]
+        if unfinished:
+            print(f"left out, not finished: {', '.join(unfinished)}", file=sys.stderr)
+        return [r for r in experiments if _finished(r)]
     by_name = {r["Experiment"]: r for r in experiments}
     missing = [n for n in names if n not in by_name]
     if missing:
-        raise StageError(f"no such experiment: {', '.join(missing)} (see `dvc exp show`)")
+        raise StageError(f"no such experiment: {', '.join(missing)} (see `dvc exp show`, or `dvc exp pull origin` "
+                         f"for a team's)")
+    unfinished = [n for n in names if not _finished(by_name[n])]
+    if unfinished:
+        states = ", ".join(f"{n} is {by_name[n]['State'].lower()}" for n in unfinished)
+        raise StageError(f"{states}: no results yet (see `dvc queue status`, `dvc queue logs NAME`)")
     return [by_name[n] for n in names]
 
 
