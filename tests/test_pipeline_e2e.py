@@ -156,17 +156,33 @@ def test_experiment_with_adam_compares_in_exp_show_and_plots_diff(project) -> No
     assert len(list((repo / "plots_html" / "static").glob("*training_curves.png"))) == 2
 
 
-def test_queued_seed_sweep_runs_in_parallel_and_reports(project) -> None:
-    repo, env = project
-    sh(repo, "dvc", "exp", "run", "--queue", "-S", "train.seed=1,2", env=env)
-    sh(repo, "dvc", "queue", "start", "-j", "2", env=env)
+def start_queue(repo: Path, env: dict[str, str], jobs: int) -> None:
+    """`dvc queue start -j jobs`, returning at once.
+
+    Not through `sh`: the workers it forks inherit its stdout and stderr, so reading
+    those to their end would wait for the workers to finish.
+    """
+    done = subprocess.run(["dvc", "queue", "start", "-j", str(jobs)], cwd=repo, env=env, timeout=120,
+                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    assert done.returncode == 0
+
+
+def run_queue(repo: Path, env: dict[str, str], jobs: int) -> None:
+    """`dvc queue start -j jobs`, then wait until no task is queued or running; fail on a failed one."""
+    start_queue(repo, env, jobs)
     deadline = time.monotonic() + 400
     while time.monotonic() < deadline:
         status = sh(repo, "dvc", "queue", "status", env=env)
         if "Queued" not in status and "Running" not in status:
             break
-        time.sleep(3)
+        time.sleep(2)
     assert "Failed" not in status, sh(repo, "dvc", "queue", "logs", status.split()[-1], env=env)
+
+
+def test_queued_seed_sweep_runs_in_parallel_and_reports(project) -> None:
+    repo, env = project
+    sh(repo, "dvc", "exp", "run", "--queue", "-S", "train.seed=1,2", env=env)
+    run_queue(repo, env, jobs=2)
     shown = json.loads(sh(repo, "dvc", "exp", "show", "--json", env=env))
     runs = [rev["data"] for commit in shown for exp in (commit.get("experiments") or []) for rev in exp["revs"]]
     seeds = {r["params"]["params.yaml"]["data"]["train"]["seed"]: r for r in runs}
