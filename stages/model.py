@@ -14,6 +14,25 @@ from torch import nn
 MEAN, STD = 0.1307, 0.3081
 
 
+class _ChannelsLast(torch.autograd.Function):
+    """Identity that gives the next layer a channels-last copy and takes its gradient back as NCHW."""
+
+    @staticmethod
+    def forward(ctx: torch.autograd.function.FunctionCtx, x: torch.Tensor) -> torch.Tensor:
+        return x.contiguous(memory_format=torch.channels_last)
+
+    @staticmethod
+    def backward(ctx: torch.autograd.function.FunctionCtx, grad: torch.Tensor) -> torch.Tensor:
+        return grad.contiguous()
+
+
+class ToChannelsLast(nn.Module):
+    """The layout boundary between Conv1's NCHW block and the channels-last rest (see Net.to_cpu_layout)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return _ChannelsLast.apply(x)
+
+
 def _block(c_in: int, c_out: int, padding: int, dropout: float) -> nn.Sequential:
     """Conv 3x3 -> BatchNorm -> ReLU -> Dropout, as after each of Conv1-Conv5.
 
@@ -57,7 +76,15 @@ class Net(nn.Module):
         64-image step took 8.3 ms this way against 10.6 ms all-NCHW in bf16,
         11.8 against 14.6 ms in fp32; all-NHWC was slower than either (12.6 ms in bf16).
         The function computed is the same; only float rounding differs.
+
+        At the boundary, Conv2's backward hands back a channels-last gradient, and
+        ReLU's backward on Conv1's NCHW output with it took 0.9 ms (64 images)
+        instead of 0.03: element-wise kernels are slow on mixed layouts. So Conv1's
+        block ends in an explicit conversion whose backward returns NCHW: the same
+        weights bit for bit, a step 10 % faster in fp32 and 14 % in bf16 (2-core AMD EPYC).
+        It holds no weights, so checkpoints are unchanged.
         """
         for block in (self.conv2, self.conv3, self.conv4, self.conv5, self.conv6):
             block.to(memory_format=torch.channels_last)
+        self.conv1.append(ToChannelsLast())
         return self

@@ -52,3 +52,29 @@ def test_cpu_layout_computes_the_same_outputs_and_gradients() -> None:
     out_b.square().sum().backward()
     for (name, a), b in zip(nchw.named_parameters(), nhwc.parameters()):
         assert torch.allclose(a.grad, b.grad, rtol=1e-4, atol=1e-5), name
+
+
+def test_layout_boundary_changes_no_bit_and_no_checkpoint_key() -> None:
+    """The conversion after Conv1's block only moves memory: bit-identical weights, the same state_dict keys,
+    and Conv1's block gets its gradient back in its own (NCHW) layout."""
+    torch.manual_seed(0)
+    without = Net()
+    for block in (without.conv2, without.conv3, without.conv4, without.conv5, without.conv6):
+        block.to(memory_format=torch.channels_last)
+    with_boundary = Net()
+    with_boundary.load_state_dict(without.state_dict())
+    with_boundary.to_cpu_layout()
+    assert list(with_boundary.state_dict()) == list(Net().state_dict())
+    seen = []
+    # The gradient the boundary hands back to Conv1's block (its ReLU's backward reads it with NCHW outputs).
+    with_boundary.conv1[-1].register_full_backward_hook(lambda m, grad_in, grad_out: seen.append(grad_in[0]))
+    x, y = torch.randn(3, 16, 1, 28, 28), torch.randint(0, 10, (3, 16))
+    for net in (without, with_boundary):
+        optimizer = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9)
+        for xb, yb in zip(x, y):
+            optimizer.zero_grad()
+            torch.nn.functional.cross_entropy(net(xb), yb).backward()
+            optimizer.step()
+    for key, value in without.state_dict().items():
+        assert torch.equal(value, with_boundary.state_dict()[key]), key
+    assert seen and all(g.is_contiguous() for g in seen)
