@@ -1,7 +1,7 @@
 """Training speed of our loop against the usual DataLoader loop, and time-to-target of the train stage.
 
     python -m bench.bench [--reps 5] [--images 12800] [--batch-size N] [--reference-batch-size N]
-                          [--stage] [--train] [--json FILE]
+                          [--precision fp32|bf16] [--stage] [--train] [--json FILE]
 
 (a) Throughput: the same Net trained on the same images, measured side by side
     in one process, alternating, `--reps` times:
@@ -41,6 +41,7 @@ import torch
 import torch.nn.functional as F
 
 from stages import data, params, paths
+from stages.cli import keep_freed_memory
 from stages.model import MEAN, STD, Net
 from stages.infer import score_weights
 from stages.train import train
@@ -149,18 +150,23 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, help="our loop's batch (default: params.yaml's train.batch_size; "
                         "default for the reference: 128)")
     parser.add_argument("--reference-batch-size", type=int, default=128, help="the reference loop's batch")
+    parser.add_argument("--precision", choices=["auto", "fp32", "bf16"],
+                        help="our training arithmetic (default: params.yaml's train.precision); the reference is fp32")
     parser.add_argument("--stage", action="store_true", help="also time the default train stage to its target")
     parser.add_argument("--train", action="store_true", help="also time params.yaml's training in this process")
     parser.add_argument("--no-cuda-graph", action="store_true", help="on CUDA, our step eagerly, not as a CUDA graph")
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()
 
+    # As the stages run (stages.cli.run); the reference loop in this process gets it too.
+    keep_freed_memory()
     p = params.load()
-    cfg = p.train.model_copy(update={"batch_size": args.batch_size or p.train.batch_size})
+    cfg = p.train.model_copy(update={"batch_size": args.batch_size or p.train.batch_size,
+                                     "precision": args.precision or p.train.precision})
     device = data.resolve_device(p.train.device)
     result = {"machine": {"cpu": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
                           "device": str(device), "torch": torch.__version__,
-                          "precision": str(data.autocast_dtype(p.train.precision, device) or torch.float32)},
+                          "precision": str(data.autocast_dtype(cfg.precision, device) or torch.float32)},
               "our_batch_size": cfg.batch_size, "reference_batch_size": args.reference_batch_size,
               "cuda_graph": device.type == "cuda" and not args.no_cuda_graph,
               "throughput": throughput(args.data, args.reps, args.images, cfg, device, not args.no_cuda_graph,

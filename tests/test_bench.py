@@ -62,3 +62,20 @@ def test_bench_train_reports_the_test_accuracy_of_the_kept_weights(project: Path
     # 100 generated test images: accuracy comes in steps of 1 %.
     assert round(run["test_accuracy"] * 100, 6).is_integer()
     assert run["reached_99_41"] == (run["test_accuracy"] >= 0.9941)
+
+
+def test_process_bench_splits_the_stage_and_times_the_reference(project: Path, monkeypatch, capsys) -> None:
+    from bench import process
+
+    monkeypatch.setattr(sys, "argv", ["bench.process", "--reps", "1", "--epochs", "2", "--precision", "fp32",
+                                      "--reference-batch-size", "50", "--json", "process.json"])
+    process.main()
+    result = json.loads((project / "process.json").read_text())
+    stage, reference = result["reps"][0]["stage"], result["reps"][0]["reference"]
+    # Start-up, training steps and the end add up to the stage's wall time.
+    parts = stage["startup_s"] + stage["loop_s"] + stage["end_s"]
+    assert stage["startup_s"] > 0 and stage["loop_s"] > 0 and stage["end_s"] > 0
+    assert parts == pytest.approx(stage["wall_s"], abs=1e-6)
+    assert stage["precision"] == "fp32" and 0 < stage["train_seconds"] < stage["wall_s"]
+    assert result["reps"][0]["ratio"] == pytest.approx(reference["wall_s"] / stage["wall_s"])
+    assert "| speed-up, median of side-by-side ratios |" in capsys.readouterr().out
