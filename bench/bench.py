@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import statistics
 import subprocess
@@ -164,7 +163,7 @@ def main() -> None:
     cfg = p.train.model_copy(update={"batch_size": args.batch_size or p.train.batch_size,
                                      "precision": args.precision or p.train.precision})
     device = data.resolve_device(p.train.device)
-    result = {"machine": {"cpu": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
+    result = {"machine": {"cpu": data.cpu_model(), "threads": torch.get_num_threads(),
                           "device": str(device), "torch": torch.__version__,
                           "precision": str(data.autocast_dtype(cfg.precision, device) or torch.float32)},
               "our_batch_size": cfg.batch_size, "reference_batch_size": args.reference_batch_size,
