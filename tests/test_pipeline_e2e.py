@@ -110,9 +110,10 @@ def test_bad_param_through_the_front_door_changes_no_output(project) -> None:
     assert "Traceback" not in done.stderr + done.stdout
     assert "Running stage 'train'" not in done.stdout
     assert outputs(repo) == before
-    # DVC leaves its -S value in params.yaml; the command the error names undoes it, and nothing is left to run.
-    assert "lr: -1" in (repo / "params.yaml").read_text()
+    # DVC may leave its -S value in params.yaml (in some runs it did, in others its clean-up restored the
+    # file); the command the error names undoes it, and then nothing is left to run.
     sh(repo, "git", "checkout", "params.yaml", env=env)
+    assert sh(repo, "git", "status", "--porcelain", "params.yaml", env=env) == ""
     out = sh(repo, "dvc", "repro", env=env)
     assert "Data and pipelines are up to date." in out and "Running stage" not in out
     assert outputs(repo) == before
