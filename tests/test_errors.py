@@ -16,8 +16,8 @@ import pytest
 import torch
 import yaml
 
-from stages import cli, download, evaluate, idx, plots, train
-from tests.conftest import REPO, write_dataset
+from stages import cli, download, evaluate, plots, train
+from tests.conftest import REPO
 
 
 def snapshot(root: Path) -> dict[str, str]:
