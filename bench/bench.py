@@ -37,11 +37,11 @@ import time
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
+from bench.reference_train import mnist, train_epoch
 from stages import data, params, paths
 from stages.cli import keep_freed_memory
-from stages.model import MEAN, STD, Net
+from stages.model import Net
 from stages.infer import score_weights
 from stages.train import train
 
@@ -58,24 +58,12 @@ def ours(images: torch.Tensor, labels: torch.Tensor, cfg: params.Train, cuda_gra
 def reference(root: Path, count: int, device: torch.device, batch_size: int) -> float:
     """Images per second of one epoch of the usual torchvision Dataset + DataLoader loop over `count` images."""
     from torch.utils.data import DataLoader, Subset
-    from torchvision import datasets, transforms
 
-    dataset = datasets.MNIST(root, train=True, download=False,
-                             transform=transforms.Compose([transforms.ToTensor(), transforms.Normalize((MEAN,), (STD,))]))
-    loader = DataLoader(Subset(dataset, range(count)), batch_size=batch_size, shuffle=True)
+    loader = DataLoader(Subset(mnist(root), range(count)), batch_size=batch_size, shuffle=True)
     model = Net(dropout=0.1).to(device)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     start = time.perf_counter()
-    model.train()
-    correct = 0
-    for x, y in loader:
-        x, y = x.to(device), y.to(device)
-        optimizer.zero_grad()
-        out = model(x)
-        loss = F.cross_entropy(out, y)
-        loss.backward()
-        optimizer.step()
-        correct += (out.argmax(1) == y).sum().item()
+    train_epoch(model, optimizer, loader, device)
     return count / (time.perf_counter() - start)
 
 
@@ -133,7 +121,7 @@ def stage_run() -> dict:
             train_wall = time.perf_counter() - start
             # ru_maxrss of finished children: kilobytes on Linux
             peak_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-    summary = json.loads((paths.TRAIN_REPORT / "metrics.json").read_text())
+    summary = json.loads(paths.TRAIN_METRICS.read_text())
     test = json.loads(paths.METRICS.read_text())["test"]
     return {"train_stage_wall_s": round(train_wall, 1), "train_loop_s": summary["train_seconds"],
             "epochs_run": summary["epochs_run"], "saved_epoch": summary["saved_epoch"],

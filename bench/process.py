@@ -84,7 +84,7 @@ def run_stage(scratch: Path, raw_dir: Path, epochs: int, precision: str | None) 
                    stdout=subprocess.DEVNULL)
     end = time.time()
     marks = json.loads(marks_file.read_text())
-    summary = json.loads((project / "reports" / "train" / "metrics.json").read_text())
+    summary = json.loads((project / paths.TRAIN_METRICS).read_text())
     return {"wall_s": end - start, "startup_s": marks["first_step"] - start,
             "loop_s": marks["last_step"] - marks["first_step"], "end_s": end - marks["last_step"],
             "train_seconds": summary["train_seconds"], "precision": summary["precision"]}
@@ -129,7 +129,8 @@ def main() -> None:
     def median(get) -> float:
         return statistics.median(get(r) for r in rows)
 
-    result = {"machine": {"cpu": data.cpu_model(), "platform": platform.platform(), "python": platform.python_version()},
+    result = {"machine": {"cpu": data.cpu_model(), "platform": platform.platform(),
+                          "python": platform.python_version()},
               "epochs": args.epochs, "reference_batch_size": args.reference_batch_size, "reps": rows,
               "median": {"stage_wall_s": median(lambda r: r["stage"]["wall_s"]),
                          "stage_startup_s": median(lambda r: r["stage"]["startup_s"]),

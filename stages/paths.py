@@ -8,6 +8,7 @@ RAW_DIR = Path("data/raw")  # download -> the four IDX files
 MODEL = Path("models/model.pt")  # train -> best weights and their metadata
 TRAIN_REPORT = Path("reports/train")  # train -> DVCLive history, summary metrics, model table
 TRAIN_HISTORY = TRAIN_REPORT / "plots" / "metrics"  # DVCLive's per-epoch TSV files
+TRAIN_METRICS = TRAIN_REPORT / "metrics.json"  # the latest epoch while training runs, then the summary
 METRICS = Path("reports/metrics.json")  # evaluate -> test metrics
 CONFUSION = Path("reports/eval/confusion.json")  # evaluate -> one row per test image
 PER_CLASS = Path("reports/eval/per_class.json")  # evaluate -> test accuracy of each digit

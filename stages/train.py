@@ -316,7 +316,8 @@ def main(argv: list[str]) -> None:
     amp = data.autocast_dtype(p.train.precision, device)
     where = data.device_info(device)
     print(f"device: {where['device']} ({where['device_name']}), {'bfloat16 autocast' if amp else 'float32'}; "
-          f"{p.train.optimizer} lr {p.train.lr} ({p.train.schedule}), batch {p.train.batch_size}, up to {p.train.epochs} epochs", flush=True)
+          f"{p.train.optimizer} lr {p.train.lr} ({p.train.schedule}), batch {p.train.batch_size}, "
+          f"up to {p.train.epochs} epochs", flush=True)
 
     # The history grows in reports/train as each epoch ends (an interrupted run may leave part of it: DVC
     # records no failed stage, and the next run starts it afresh); the model is written once, at the end.
@@ -352,7 +353,7 @@ def write_outputs(*, result: Result, summary: dict[str, Any], summary_text: str,
     torch.save(checkpoint, buffer)
     atomic.write_bytes(paths.MODEL, buffer.getvalue())
     # Replaces the last epoch's DVCLive summary: `dvc metrics show` lists these, the history has the rest.
-    atomic.write_json(paths.TRAIN_REPORT / "metrics.json", summary)
+    atomic.write_json(paths.TRAIN_METRICS, summary)
     atomic.write_text(paths.TRAIN_REPORT / "model_summary.txt", summary_text)
 
 

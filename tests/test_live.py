@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from stages import data
+from stages import data, paths
 from tests.conftest import REPO
 from tests.test_errors import set_param
 
@@ -26,7 +26,7 @@ def history_steps(project: Path, metric: str) -> list[int]:
 def test_each_epoch_is_in_the_history_and_summary_as_soon_as_it_ends(project: Path) -> None:
     set_param(project, "train.epochs", 4)
     set_param(project, "train.precision", "fp32")
-    summary = project / "reports" / "train" / "metrics.json"
+    summary = project / paths.TRAIN_METRICS
     proc = subprocess.Popen([sys.executable, "-m", "stages.train"], cwd=project, text=True,
                             env={**os.environ, "PYTHONPATH": str(REPO)}, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     seen = []
@@ -62,4 +62,5 @@ def test_cuda_index_is_the_machines_not_the_workers(monkeypatch, visible, index,
     else:
         monkeypatch.setenv("CUDA_VISIBLE_DEVICES", visible)
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda i: f"GPU {i}")
-    assert data.device_info(torch.device("cuda", index)) == {"device": f"cuda:{expected}", "device_name": f"GPU {index}"}
+    expected_info = {"device": f"cuda:{expected}", "device_name": f"GPU {index}"}
+    assert data.device_info(torch.device("cuda", index)) == expected_info

@@ -17,7 +17,7 @@ def test_committed_schema_is_what_stages_params_prints(capsys) -> None:
     params.main(["--schema"])
     printed = capsys.readouterr().out
     committed = (REPO / "params.schema.json").read_text()
-    assert printed == committed, "params.schema.json is stale: run `python -m stages.params --schema > params.schema.json`"
+    assert printed == committed, "stale: run `python -m stages.params --schema > params.schema.json`"
 
 
 def test_params_yaml_points_editors_at_the_schema() -> None:
