@@ -67,3 +67,12 @@ def project(tmp_path: Path, monkeypatch) -> Path:
     monkeypatch.delenv("MNIST_DIR", raising=False)
     monkeypatch.delenv("MNIST_DEBUG", raising=False)
     return tmp_path
+
+
+@pytest.fixture(scope="module")
+def dvc_repo(tmp_path_factory) -> tuple[Path, dict[str, str]]:
+    """A fresh git+DVC copy of this project on tiny data, `dvc repro` run once, and the env to run dvc in;
+    one per test module (tests/e2e.py)."""
+    from tests.e2e import make_repo
+
+    return make_repo(tmp_path_factory)

@@ -4,61 +4,20 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import torch
-import yaml
 
-from tests.conftest import REPO, write_dataset
+from tests.e2e import run_queue, sh
 
 pytestmark = pytest.mark.e2e
 
 
-def sh(repo: Path, *args: str, env: dict[str, str]) -> str:
-    done = subprocess.run(args, cwd=repo, env=env, capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, f"{' '.join(args)} failed:\n{done.stdout}\n{done.stderr}"
-    return done.stdout + done.stderr
-
-
-@pytest.fixture(scope="module")
-def project(tmp_path_factory) -> tuple[Path, dict[str, str]]:
-    """A fresh git+DVC copy of this project, set up for tiny data, with `dvc repro` already run once."""
-    root = tmp_path_factory.mktemp("e2e")
-    repo = root / "repo"
-    repo.mkdir()
-    shutil.copytree(REPO / "stages", repo / "stages", ignore=shutil.ignore_patterns("__pycache__"))
-    for name in ("dvc.yaml", ".gitignore", "params.schema.json"):
-        shutil.copy(REPO / name, repo / name)
-    md5 = write_dataset(root / "mnist", n_train=400, n_test=100, gz=True)
-    params = yaml.safe_load((REPO / "params.yaml").read_text())
-    params["data"].update(md5=md5, sources=[str(root / "no-such-mirror")], holdout_size=100)
-    params["train"].update(epochs=2, batch_size=50, device="cpu")
-    params["plots"].update(dpi=40, misclassified=20)
-    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-
-    env = {**os.environ, "MNIST_DIR": str(root / "mnist"), "DVC_NO_ANALYTICS": "1",
-           "GIT_AUTHOR_NAME": "e2e", "GIT_AUTHOR_EMAIL": "e2e@example.invalid",
-           "GIT_COMMITTER_NAME": "e2e", "GIT_COMMITTER_EMAIL": "e2e@example.invalid",
-           "HOME": str(root), "PYTHONPATH": ""}
-    sh(repo, "git", "init", "-q", "-b", "main", env=env)
-    sh(repo, "dvc", "init", "-q", env=env)
-    sh(repo, "git", "add", "-A", env=env)
-    sh(repo, "git", "commit", "-q", "-m", "pipeline", env=env)
-    out = sh(repo, "dvc", "repro", env=env)
-    assert all(f"Running stage '{s}'" in out for s in ("params", "download", "train", "evaluate", "plots")), out
-    sh(repo, "git", "add", "-A", env=env)
-    sh(repo, "git", "commit", "-q", "-m", "first run", env=env)
-    return repo, env
-
-
-def test_repro_writes_every_output(project) -> None:
-    repo, _ = project
+def test_repro_writes_every_output(dvc_repo) -> None:
+    repo, _ = dvc_repo
     metrics = json.loads((repo / "reports/metrics.json").read_text())["test"]
     assert set(metrics) == {"accuracy", "loss", "errors"}
     assert 0.0 <= metrics["accuracy"] <= 1.0
@@ -76,16 +35,16 @@ def test_repro_writes_every_output(project) -> None:
     assert "Total params: 9,802" in (repo / "reports/train/model_summary.txt").read_text()
 
 
-def test_outputs_are_dvc_tracked_not_in_git(project) -> None:
-    repo, env = project
+def test_outputs_are_dvc_tracked_not_in_git(dvc_repo) -> None:
+    repo, env = dvc_repo
     tracked = sh(repo, "git", "ls-files", env=env).split()
     assert "dvc.lock" in tracked
     assert not [f for f in tracked if f.startswith(("data/raw", "models/", "reports/"))
                 and not f.endswith(".gitignore")]
 
 
-def test_second_repro_does_nothing(project) -> None:
-    repo, env = project
+def test_second_repro_does_nothing(dvc_repo) -> None:
+    repo, env = dvc_repo
     out = sh(repo, "dvc", "repro", env=env)
     assert "Data and pipelines are up to date." in out
     assert "Running stage" not in out
@@ -97,8 +56,8 @@ def outputs(repo: Path) -> dict[str, str]:
             for d in ("models", "reports") for p in sorted((repo / d).rglob("*")) if p.is_file()}
 
 
-def test_bad_param_through_the_front_door_changes_no_output(project) -> None:
-    repo, env = project
+def test_bad_param_through_the_front_door_changes_no_output(dvc_repo) -> None:
+    repo, env = dvc_repo
     before = outputs(repo)
     assert "models/model.pt" in before and "reports/metrics.json" in before
     done = subprocess.run(["dvc", "exp", "run", "-S", "train.lr=-1"], cwd=repo, env=env, capture_output=True,
@@ -119,8 +78,8 @@ def test_bad_param_through_the_front_door_changes_no_output(project) -> None:
     assert outputs(repo) == before
 
 
-def test_metrics_show_prints_test_accuracy_within_200_columns(project) -> None:
-    repo, env = project
+def test_metrics_show_prints_test_accuracy_within_200_columns(dvc_repo) -> None:
+    repo, env = dvc_repo
     out = sh(repo, "dvc", "metrics", "show", env=env)
     assert max(len(line) for line in out.splitlines()) <= 200, out
     assert "reports/metrics.json" in out and "test.accuracy" in out
@@ -130,15 +89,15 @@ def test_metrics_show_prints_test_accuracy_within_200_columns(project) -> None:
     assert str(round(accuracy, 5)) in out
 
 
-def test_changing_a_plots_param_reruns_only_plots(project) -> None:
-    repo, env = project
+def test_changing_a_plots_param_reruns_only_plots(dvc_repo) -> None:
+    repo, env = dvc_repo
     out = sh(repo, "dvc", "exp", "run", "-S", "plots.dpi=50", env=env)
     assert "Running stage 'plots'" in out
     assert "Running stage 'train'" not in out and "Running stage 'evaluate'" not in out
 
 
-def test_experiment_with_adam_compares_in_exp_show_and_plots_diff(project) -> None:
-    repo, env = project
+def test_experiment_with_adam_compares_in_exp_show_and_plots_diff(dvc_repo) -> None:
+    repo, env = dvc_repo
     out = sh(repo, "dvc", "exp", "run", "-n", "adam-e2e", "-S", "train.optimizer=adam", "-S", "train.lr=0.003",
              env=env)
     assert "Running stage 'train'" in out and "Running stage 'download'" not in out
@@ -157,31 +116,8 @@ def test_experiment_with_adam_compares_in_exp_show_and_plots_diff(project) -> No
     assert len(list((repo / "plots_html" / "static").glob("*training_curves.png"))) == 2
 
 
-def start_queue(repo: Path, env: dict[str, str], jobs: int) -> None:
-    """`dvc queue start -j jobs`, returning at once.
-
-    Not through `sh`: the workers it forks inherit its stdout and stderr, so reading
-    those to their end would wait for the workers to finish.
-    """
-    done = subprocess.run(["dvc", "queue", "start", "-j", str(jobs)], cwd=repo, env=env, timeout=120,
-                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    assert done.returncode == 0
-
-
-def run_queue(repo: Path, env: dict[str, str], jobs: int) -> None:
-    """`dvc queue start -j jobs`, then wait until no task is queued or running; fail on a failed one."""
-    start_queue(repo, env, jobs)
-    deadline = time.monotonic() + 400
-    while time.monotonic() < deadline:
-        status = sh(repo, "dvc", "queue", "status", env=env)
-        if "Queued" not in status and "Running" not in status:
-            break
-        time.sleep(2)
-    assert "Failed" not in status, sh(repo, "dvc", "queue", "logs", status.split()[-1], env=env)
-
-
-def test_queued_seed_sweep_runs_in_parallel_and_reports(project) -> None:
-    repo, env = project
+def test_queued_seed_sweep_runs_in_parallel_and_reports(dvc_repo) -> None:
+    repo, env = dvc_repo
     sh(repo, "dvc", "exp", "run", "--queue", "-S", "train.seed=1,2", env=env)
     run_queue(repo, env, jobs=2)
     shown = json.loads(sh(repo, "dvc", "exp", "show", "--json", env=env))
@@ -201,8 +137,8 @@ def test_queued_seed_sweep_runs_in_parallel_and_reports(project) -> None:
     assert lines[-1].endswith("reach >= 99.41% test accuracy.")
 
 
-def test_remote_round_trip_and_artifact_by_name(project, tmp_path) -> None:
-    repo, env = project
+def test_remote_round_trip_and_artifact_by_name(dvc_repo, tmp_path) -> None:
+    repo, env = dvc_repo
     sh(repo, "dvc", "remote", "add", "-d", "shared", str(tmp_path / "dvc-remote"), env=env)
     sh(repo, "git", "commit", "-q", "-am", "default remote", env=env)
     sh(repo, "dvc", "push", env=env)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_pipeline_e2e import project, run_queue, sh, start_queue  # noqa: F401 (project is a fixture)
+from tests.e2e import run_queue, sh, start_queue
 
 pytestmark = pytest.mark.e2e
 
@@ -34,8 +34,8 @@ def machine(server: Path, path: Path, env: dict[str, str]) -> Path:
     return path
 
 
-def test_two_machines_publish_sweeps_and_a_third_pulls_them_all(project, tmp_path) -> None:  # noqa: F811
-    repo, env = project
+def test_two_machines_publish_sweeps_and_a_third_pulls_them_all(dvc_repo, tmp_path) -> None:
+    repo, env = dvc_repo
     server, remote = tmp_path / "server.git", tmp_path / "dvc-remote"
     sh(repo, "dvc", "remote", "add", "-d", "team", str(remote), env=env)
     sh(repo, "git", "commit", "-q", "-am", "The team's DVC remote", env=env)
@@ -87,8 +87,8 @@ def test_two_machines_publish_sweeps_and_a_third_pulls_them_all(project, tmp_pat
     assert hashlib.md5((c / "models" / "model.pt").read_bytes()).hexdigest() == produced
 
 
-def test_a_running_experiment_shows_its_latest_epoch(project) -> None:  # noqa: F811
-    repo, env = project
+def test_a_running_experiment_shows_its_latest_epoch(dvc_repo) -> None:
+    repo, env = dvc_repo
     epochs = 100  # here a poll of `dvc exp show` saw a new epoch every 3-4 epochs: some 25 polls while it runs
     sh(repo, "dvc", "exp", "run", "--queue", "-n", "long-e2e", "-S", f"train.epochs={epochs}", env=env)
     start_queue(repo, env, jobs=1)

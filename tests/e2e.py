@@ -1,0 +1,76 @@
+"""Helpers for the end-to-end tests: a temporary git + DVC copy of this project, and the dvc queue.
+
+conftest.py turns make_repo into the module-scoped fixture `dvc_repo`.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import REPO, write_dataset
+
+
+def sh(repo: Path, *args: str, env: dict[str, str]) -> str:
+    done = subprocess.run(args, cwd=repo, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, f"{' '.join(args)} failed:\n{done.stdout}\n{done.stderr}"
+    return done.stdout + done.stderr
+
+
+def make_repo(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, str]]:
+    """A fresh git+DVC copy of this project, set up for tiny data, with `dvc repro` already run once."""
+    root = tmp_path_factory.mktemp("e2e")
+    repo = root / "repo"
+    repo.mkdir()
+    shutil.copytree(REPO / "stages", repo / "stages", ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("dvc.yaml", ".gitignore", "params.schema.json"):
+        shutil.copy(REPO / name, repo / name)
+    md5 = write_dataset(root / "mnist", n_train=400, n_test=100, gz=True)
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params["data"].update(md5=md5, sources=[str(root / "no-such-mirror")], holdout_size=100)
+    params["train"].update(epochs=2, batch_size=50, device="cpu")
+    params["plots"].update(dpi=40, misclassified=20)
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+    env = {**os.environ, "MNIST_DIR": str(root / "mnist"), "DVC_NO_ANALYTICS": "1",
+           "GIT_AUTHOR_NAME": "e2e", "GIT_AUTHOR_EMAIL": "e2e@example.invalid",
+           "GIT_COMMITTER_NAME": "e2e", "GIT_COMMITTER_EMAIL": "e2e@example.invalid",
+           "HOME": str(root), "PYTHONPATH": ""}
+    sh(repo, "git", "init", "-q", "-b", "main", env=env)
+    sh(repo, "dvc", "init", "-q", env=env)
+    sh(repo, "git", "add", "-A", env=env)
+    sh(repo, "git", "commit", "-q", "-m", "pipeline", env=env)
+    out = sh(repo, "dvc", "repro", env=env)
+    assert all(f"Running stage '{s}'" in out for s in ("params", "download", "train", "evaluate", "plots")), out
+    sh(repo, "git", "add", "-A", env=env)
+    sh(repo, "git", "commit", "-q", "-m", "first run", env=env)
+    return repo, env
+
+
+def start_queue(repo: Path, env: dict[str, str], jobs: int) -> None:
+    """`dvc queue start -j jobs`, returning at once.
+
+    Not through `sh`: the workers it forks inherit its stdout and stderr, so reading
+    those to their end would wait for the workers to finish.
+    """
+    done = subprocess.run(["dvc", "queue", "start", "-j", str(jobs)], cwd=repo, env=env, timeout=120,
+                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    assert done.returncode == 0
+
+
+def run_queue(repo: Path, env: dict[str, str], jobs: int) -> None:
+    """`dvc queue start -j jobs`, then wait until no task is queued or running; fail on a failed one."""
+    start_queue(repo, env, jobs)
+    deadline = time.monotonic() + 400
+    while time.monotonic() < deadline:
+        status = sh(repo, "dvc", "queue", "status", env=env)
+        if "Queued" not in status and "Running" not in status:
+            break
+        time.sleep(2)
+    assert "Failed" not in status, sh(repo, "dvc", "queue", "logs", status.split()[-1], env=env)
