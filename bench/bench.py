@@ -39,14 +39,15 @@ from pathlib import Path
 import torch
 
 from bench.reference_train import mnist, train_epoch
-from stages import data, params, paths
+from stages import config, data, paths
 from stages.cli import keep_freed_memory
-from stages.model import Net
+from stages.device import autocast_dtype, cpu_model, resolve_device
 from stages.infer import score_weights
+from stages.model import Net
 from stages.train import train
 
 
-def ours(images: torch.Tensor, labels: torch.Tensor, cfg: params.Train, cuda_graph: bool) -> float:
+def ours(images: torch.Tensor, labels: torch.Tensor, cfg: config.Train, cuda_graph: bool) -> float:
     """Images per second of one epoch of our loop over `images` (validation on 1,000 of them included)."""
     start = time.perf_counter()
     train(train_x=images, train_y=labels, val_x=images[:1000], val_y=labels[:1000],
@@ -74,7 +75,7 @@ def link_torchvision_root(root: Path, raw_dir: Path) -> None:
         (root / "MNIST" / "raw" / name).symlink_to((raw_dir / name).resolve())
 
 
-def throughput(raw_dir: Path, reps: int, count: int, cfg: params.Train, device: torch.device,
+def throughput(raw_dir: Path, reps: int, count: int, cfg: config.Train, device: torch.device,
                cuda_graph: bool, reference_batch_size: int) -> dict:
     images, labels = data.load(raw_dir, "train", device)
     count = min(count, len(images))
@@ -98,7 +99,7 @@ def throughput(raw_dir: Path, reps: int, count: int, cfg: params.Train, device: 
             "median_ratio": statistics.median(r["ratio"] for r in rows)}
 
 
-def train_run(raw_dir: Path, p: params.Params, device: torch.device, cuda_graph: bool) -> dict:
+def train_run(raw_dir: Path, p: config.Params, device: torch.device, cuda_graph: bool) -> dict:
     """params.yaml's training in this process, as the train stage does it; then the kept weights on the test set."""
     train_x, train_y, val_x, val_y = data.load_holdout(raw_dir, p.data.holdout_size, p.data.split_seed, device)
     start = time.perf_counter()
@@ -147,13 +148,13 @@ def main() -> None:
 
     # As the stages run (stages.cli.run); the reference loop in this process gets it too.
     keep_freed_memory()
-    p = params.load()
+    p = config.load()
     cfg = p.train.model_copy(update={"batch_size": args.batch_size or p.train.batch_size,
                                      "precision": args.precision or p.train.precision})
-    device = data.resolve_device(p.train.device)
-    result = {"machine": {"cpu": data.cpu_model(), "threads": torch.get_num_threads(),
+    device = resolve_device(p.train.device)
+    result = {"machine": {"cpu": cpu_model(), "threads": torch.get_num_threads(),
                           "device": str(device), "torch": torch.__version__,
-                          "precision": str(data.autocast_dtype(cfg.precision, device) or torch.float32)},
+                          "precision": str(autocast_dtype(cfg.precision, device) or torch.float32)},
               "our_batch_size": cfg.batch_size, "reference_batch_size": args.reference_batch_size,
               "cuda_graph": device.type == "cuda" and not args.no_cuda_graph,
               "throughput": throughput(args.data, args.reps, args.images, cfg, device, not args.no_cuda_graph,
@@ -176,7 +177,8 @@ def main() -> None:
     if "stage" in result:
         s = result["stage"]
         print(f"| train stage wall time | {s['train_stage_wall_s']} s ({s['epochs_run']} epochs) |\n"
-              f"| test accuracy reached | {s['test_accuracy']:.2%} |\n| train stage peak RSS | {s['train_peak_rss_mb']} MB |")
+              f"| test accuracy reached | {s['test_accuracy']:.2%} |\n"
+              f"| train stage peak RSS | {s['train_peak_rss_mb']} MB |")
     if args.json:
         args.json.write_text(json.dumps(result, indent=2) + "\n")
 

@@ -31,7 +31,8 @@ from typing import Any
 import torch
 import yaml
 
-from stages import data, params, paths
+from stages import config, data, paths
+from stages.device import resolve_device
 from stages.infer import score_weights
 from stages.train import train
 
@@ -80,14 +81,12 @@ def main() -> None:
 
     raw = yaml.safe_load(paths.PARAMS.read_text())
     variants = [parse_variant(v) for v in args.variant]
-    configs = {name: params.parse(with_overrides(raw, overrides)) for name, overrides in variants}
+    configs = {name: config.parse(with_overrides(raw, overrides)) for name, overrides in variants}
     first = next(iter(configs.values()))
-    if any((p.data.split_seed, p.data.validation, p.train.device) !=
-           (first.data.split_seed, first.data.validation, first.train.device) for p in configs.values()):
-        raise SystemExit("bench.holdout: variants must share data.split_seed, data.validation and train.device")
-    if first.data.validation != "holdout":
-        raise SystemExit("bench.holdout: data.validation must be holdout: recipes are never compared on the test set")
-    device = data.resolve_device(first.train.device)
+    if any((p.data.split_seed, p.train.device) != (first.data.split_seed, first.train.device)
+           for p in configs.values()):
+        raise SystemExit("bench.holdout: variants must share data.split_seed and train.device")
+    device = resolve_device(first.train.device)
     splits = {size: data.load_holdout(args.data, size, first.data.split_seed, device)
               for size in sorted({p.data.holdout_size for p in configs.values()})}
     # The smallest hold-out: inside every variant's hold-out, so none trained on it.

@@ -37,7 +37,8 @@ from pathlib import Path
 import yaml
 
 from bench.bench import link_torchvision_root
-from stages import data, paths
+from stages import paths
+from stages.device import cpu_model
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -129,7 +130,7 @@ def main() -> None:
     def median(get) -> float:
         return statistics.median(get(r) for r in rows)
 
-    result = {"machine": {"cpu": data.cpu_model(), "platform": platform.platform(),
+    result = {"machine": {"cpu": cpu_model(), "platform": platform.platform(),
                           "python": platform.python_version()},
               "epochs": args.epochs, "reference_batch_size": args.reference_batch_size, "reps": rows,
               "median": {"stage_wall_s": median(lambda r: r["stage"]["wall_s"]),

@@ -1,7 +1,7 @@
 """Run a stage's main() so that expected failures are one line, not a traceback.
 
-A stage raises StageError (or ParamsError) for anything the user can fix:
-bad params, bad data, a missing model. It is printed as one line on stderr
+A stage raises StageError or ParamsError (stages/errors.py) for anything the
+user can fix: bad params, bad data, a missing model. It is printed as one line on stderr
 and the process exits 2. Set MNIST_DEBUG=1 (or pass --debug) for the full
 traceback. SIGTERM is turned into KeyboardInterrupt so that an interrupted
 stage unwinds through its temp-file cleanup like Ctrl-C does.
@@ -16,11 +16,7 @@ import sys
 import traceback
 from collections.abc import Callable
 
-from stages.params import ParamsError
-
-
-class StageError(RuntimeError):
-    """A failure with a message meant for the user (file or key, and what is expected)."""
+from stages.errors import ParamsError, StageError
 
 
 def _on_sigterm(signum: int, frame: object) -> None:

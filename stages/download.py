@@ -21,8 +21,9 @@ import tarfile
 import tempfile
 from pathlib import Path
 
-from stages import atomic, idx, params, paths
-from stages.cli import StageError, run
+from stages import atomic, config, idx, paths
+from stages.cli import run
+from stages.errors import StageError
 
 WEB_TIMEOUT_S = 30  # per connect and per read, so an offline machine moves on quickly
 NPM_TIMEOUT_S = 300
@@ -45,7 +46,7 @@ def fetch_dir(directory: Path) -> Files:
     if not directory.is_dir():
         raise StageError(f"{directory}: not a directory")
     files = {}
-    for name in idx.FILES:
+    for name in paths.IDX_FILES:
         candidates = [directory / name, directory / f"{name}.gz"]
         found = next((c for c in candidates if c.is_file()), None)
         if found is None:
@@ -64,7 +65,7 @@ def fetch_web(prefix: str, scratch: Path) -> Files:
     old_timeout = socket.getdefaulttimeout()
     socket.setdefaulttimeout(WEB_TIMEOUT_S)
     try:
-        for name in idx.FILES:
+        for name in paths.IDX_FILES:
             url = f"{prefix.rstrip('/')}/{name}.gz"
             try:
                 download_url(url, root=str(scratch), filename=f"{name}.gz", md5=gz_md5[f"{name}.gz"])
@@ -95,7 +96,7 @@ def fetch_tarball(tarball: Path) -> Files:
         with tarfile.open(tarball) as archive:
             members = safe_members(archive, str(tarball))
             files = {}
-            for name in idx.FILES:
+            for name in paths.IDX_FILES:
                 member = members.get(name) or members.get(f"{name}.gz")
                 if member is None:
                     raise StageError(f"{tarball}: no member {name}")
@@ -165,7 +166,7 @@ def download(*, sources: list[str], md5: dict[str, str], out_dir: Path) -> str:
 
 
 def main(argv: list[str]) -> None:
-    p = params.load()
+    p = config.load()
     sources = list(p.data.sources)
     if os.environ.get("MNIST_DIR"):
         sources.insert(0, os.environ["MNIST_DIR"])

@@ -1,7 +1,7 @@
 """Stage `evaluate`: the saved model on the 10,000-image test set.
 
-The only stage that reads the test set (unless `data.validation: test` asks
-for the seed's protocol). Writes reports/metrics.json (accuracy, loss, errors:
+The only stage that scores the test set (`plots` draws the images it got
+wrong). Writes reports/metrics.json (accuracy, loss, errors:
 what `dvc metrics show` lists), and two plot files: the accuracy of each digit
 for a bar chart in reports/eval/per_class.json, and one row per test image for
 DVC's `confusion` template in reports/eval/confusion.json.
@@ -14,8 +14,9 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from stages import atomic, data, params, paths
+from stages import atomic, config, data, paths
 from stages.cli import run
+from stages.device import resolve_device
 from stages.infer import load_checkpoint, logits
 
 
@@ -28,19 +29,19 @@ def evaluate(*, model: torch.nn.Module, images: torch.Tensor,
     right = predicted == labels
     hits, counts = torch.bincount(labels[right], minlength=10), torch.bincount(labels, minlength=10)
     per_class = [{"digit": str(c), "accuracy": round(h / max(n, 1), 6)}
-                 for c, (h, n) in enumerate(zip(hits.tolist(), counts.tolist()))]
+                 for c, (h, n) in enumerate(zip(hits.tolist(), counts.tolist(), strict=True))]
     metrics = {"test": {"accuracy": int(right.sum()) / len(labels),
                         "loss": F.cross_entropy(out, labels).item(),
                         "errors": int((~right).sum().item())}}
     rows = [{"index": i, "actual": a, "predicted": p, "probability": round(q, 4)}
             for i, (a, p, q) in enumerate(zip(labels.tolist(), predicted.tolist(),
-                                              probs.max(1).values.tolist()))]
+                                              probs.max(1).values.tolist(), strict=True))]
     return metrics, per_class, rows
 
 
 def main(argv: list[str]) -> None:
-    p = params.load()
-    device = data.resolve_device(p.train.device)
+    p = config.load()
+    device = resolve_device(p.train.device)
     model, checkpoint = load_checkpoint(paths.MODEL, device)
     images, labels = data.load(paths.RAW_DIR, "test", device)
     metrics, per_class, rows = evaluate(model=model, images=images, labels=labels)

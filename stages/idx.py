@@ -1,4 +1,4 @@
-"""MNIST's IDX files: names, canonical checksums, and a strict parser.
+"""MNIST's IDX files: a strict parser, the encoder the tests use, and MD5.
 
 The parser checks everything a damaged or wrong file can get wrong (magic
 number, dimensions against the file size, labels in 0-9) and names the file
@@ -13,12 +13,8 @@ from pathlib import Path
 
 import torch
 
-from stages.cli import StageError
-from stages.params import IDX_FILES
-
-FILES = IDX_FILES
-SPLITS = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
-          "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")}
+from stages.errors import StageError
+from stages.paths import SPLITS
 
 _UBYTE = 0x08
 

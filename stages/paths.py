@@ -5,6 +5,10 @@ from pathlib import Path
 PARAMS = Path("params.yaml")
 PARAMS_CHECKED = Path("reports/params.ok")  # params -> the same bytes whenever params.yaml is valid
 RAW_DIR = Path("data/raw")  # download -> the four IDX files
+# Each split's (images, labels) files in RAW_DIR, uncompressed, under MNIST's own names.
+SPLITS = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+          "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")}
+IDX_FILES = SPLITS["train"] + SPLITS["test"]
 MODEL = Path("models/model.pt")  # train -> best weights and their metadata
 TRAIN_REPORT = Path("reports/train")  # train -> DVCLive history, summary metrics, model table
 TRAIN_HISTORY = TRAIN_REPORT / "plots" / "metrics"  # DVCLive's per-epoch TSV files

@@ -18,8 +18,9 @@ matplotlib.use("Agg")  # no display needed; must precede pyplot
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
-from stages import atomic, idx, params, paths  # noqa: E402
-from stages.cli import StageError, run  # noqa: E402
+from stages import atomic, config, idx, paths  # noqa: E402
+from stages.cli import run  # noqa: E402
+from stages.errors import StageError  # noqa: E402
 
 
 def read_history(history_dir: Path) -> dict[str, list[tuple[int, float]]]:
@@ -61,9 +62,9 @@ def _save(fig: plt.Figure, path: Path, dpi: int) -> None:
 def plot_curves(history: dict[str, list[tuple[int, float]]], path: Path, dpi: int) -> None:
     """Accuracy and loss per epoch, training vs validation: the seed's 'accuracy vs loss' graph."""
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
-    for ax, metric in zip(axes, ("accuracy", "loss")):
+    for ax, metric in zip(axes, ("accuracy", "loss"), strict=True):
         for split, label in (("train", "training (augmented)"), ("val", "validation")):
-            epochs, values = zip(*history[f"{split}/{metric}"])
+            epochs, values = zip(*history[f"{split}/{metric}"], strict=True)
             ax.plot(epochs, [v * 100 for v in values] if metric == "accuracy" else values, marker="o",
                     markersize=3, label=label)
         ax.set_xlabel("epoch")
@@ -121,7 +122,7 @@ def plot_misclassified(rows: list[dict[str, Any]], images: torch.Tensor, path: P
     fig, axes = plt.subplots(nrows, cols, figsize=(cols * 1.1, nrows * 1.3 + 0.5), squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
-    for ax, row in zip(axes.flat, wrong):
+    for ax, row in zip(axes.flat, wrong, strict=False):  # the grid's last row may have empty cells
         ax.imshow(images[row["index"]].numpy(), cmap="gray_r")
         ax.set_title(f"{row['actual']}→{row['predicted']} {row['probability']:.0%}", fontsize=8, color="tab:red")
     fig.suptitle(f"Misclassified test images: true→predicted (probability); {len(wrong)} shown", fontsize=10)
@@ -130,7 +131,7 @@ def plot_misclassified(rows: list[dict[str, Any]], images: torch.Tensor, path: P
 
 
 def main(argv: list[str]) -> None:
-    p = params.load()
+    p = config.load()
     history = read_history(paths.TRAIN_HISTORY)
     rows = read_confusion(paths.CONFUSION)
     test_images, _ = idx.load_split(paths.RAW_DIR, "test")

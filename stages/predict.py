@@ -18,7 +18,8 @@ import torch
 import torch.nn.functional as F
 
 from stages import paths
-from stages.cli import StageError, run
+from stages.cli import run
+from stages.errors import StageError
 from stages.infer import load_checkpoint, logits
 from stages.model import MEAN, STD
 
@@ -75,7 +76,7 @@ def predict(*, model: torch.nn.Module, images: list[Path]) -> list[dict[str, obj
     probs = logits(model, batch.to(next(model.parameters()).device)).float().softmax(1).cpu()
     best = probs.max(1)
     return [{"file": str(path), "digit": int(d), "probability": round(float(p), 4)}
-            for path, d, p in zip(images, best.indices, best.values)]
+            for path, d, p in zip(images, best.indices, best.values, strict=True)]
 
 
 def main(argv: list[str]) -> None:

@@ -15,7 +15,8 @@ import statistics
 import sys
 from typing import Any
 
-from stages.cli import StageError, run
+from stages.cli import run
+from stages.errors import StageError
 
 # Columns per experiment: (header, exp_show key, decimals). exp_show gives every number as a float.
 COLUMNS = [("seed", "train.seed", 0), ("test accuracy (%)", "test.accuracy", 2), ("test errors", "test.errors", 0),

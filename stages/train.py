@@ -1,19 +1,16 @@
 """Stage `train`: fit Net on MNIST with early stopping; keep the best weights.
 
-Validation is a seeded hold-out of the training set by default, so the test
-set is never seen here (`data.validation: test` reproduces the seed's protocol
-for comparison). Per-epoch history goes to DVCLive; the weights of the epoch
-chosen by `train.selection` on the validation set go to models/model.pt.
+Validation is a seeded hold-out of the training set, so the test set is
+never seen here. Per-epoch history goes to DVCLive; the weights of the epoch
+chosen by `train.selection` on the hold-out go to models/model.pt.
 """
 
 from __future__ import annotations
 
 import contextlib
-import copy
 import io
 import math
 import os
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -21,12 +18,12 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch import nn
-from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn, update_bn
 
-from stages import atomic, data, params, paths
-from stages.cli import StageError, run
-from stages.infer import EVAL_BATCH, score
+from stages import atomic, config, data, paths
+from stages.cli import run
+from stages.device import autocast_dtype, device_info, resolve_device
+from stages.errors import StageError
+from stages.infer import score
 from stages.model import Net
 
 
@@ -61,7 +58,7 @@ def seed_everything(seed: int) -> None:
     torch.backends.cudnn.benchmark = False
 
 
-def make_optimizer(model: torch.nn.Module, cfg: params.Train, device: torch.device) -> torch.optim.Optimizer:
+def make_optimizer(model: torch.nn.Module, cfg: config.Train, device: torch.device) -> torch.optim.Optimizer:
     """SGD or Adam over model's parameters; fused kernels on CPU and CUDA.
 
     On CUDA the learning rate is a tensor on the device, so a captured step
@@ -78,7 +75,7 @@ def make_optimizer(model: torch.nn.Module, cfg: params.Train, device: torch.devi
                             capturable=device.type == "cuda")
 
 
-def make_scheduler(optimizer: torch.optim.Optimizer, cfg: params.Train,
+def make_scheduler(optimizer: torch.optim.Optimizer, cfg: config.Train,
                    total_steps: int) -> torch.optim.lr_scheduler.LRScheduler:
     """A per-step schedule over all `epochs`; early stopping may end it sooner."""
     if cfg.schedule == "onecycle":
@@ -145,23 +142,8 @@ def cuda_graphed(step: Callable[[torch.Tensor, torch.Tensor], None]) -> Callable
     return run
 
 
-def recalibrated(model: nn.Module, images: torch.Tensor) -> nn.Module:
-    """A copy of `model` whose BatchNorm running statistics are recomputed on `images`.
-
-    The mean and variance are averaged over EVAL_BATCH-image batches, with
-    dropout off as in evaluation. A copy, so that training goes on exactly
-    as it would without it.
-    """
-    clone = copy.deepcopy(model)
-    for module in clone.modules():
-        if isinstance(module, nn.Dropout):
-            module.p = 0.0
-    update_bn(images.split(EVAL_BATCH), clone)
-    return clone
-
-
 def train(*, train_x: torch.Tensor, train_y: torch.Tensor, val_x: torch.Tensor, val_y: torch.Tensor,
-          cfg: params.Train, dropout: float, cuda_graph: bool = True,
+          cfg: config.Train, dropout: float, cuda_graph: bool = True,
           on_epoch: Callable[[dict[str, float]], None] = lambda record: None) -> Result:
     """Train a fresh Net; return the weights of the epoch `cfg.selection` picks and the per-epoch history.
 
@@ -177,13 +159,6 @@ def train(*, train_x: torch.Tensor, train_y: torch.Tensor, val_x: torch.Tensor, 
     model = Net(dropout=dropout).to(device)
     if device.type == "cpu":
         model.to_cpu_layout()
-    # The EMA (when on) is what gets validated and saved; BatchNorm statistics are averaged too.
-    ema = (AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema_decay), use_buffers=True)
-           if cfg.ema_decay > 0 else None)
-    scored = ema.module if ema is not None else model
-    # A fixed subset per seed, drawn apart from `generator` so the training batches stay the same.
-    calibration = (train_x[torch.randperm(len(train_x), generator=torch.Generator().manual_seed(cfg.seed))
-                           [:cfg.bn_recalibration].to(device)] if cfg.bn_recalibration else None)
     optimizer = make_optimizer(model, cfg, device)
     # Whole batches only: a last batch of one image would break BatchNorm.
     steps_per_epoch = len(train_x) // cfg.batch_size
@@ -193,7 +168,7 @@ def train(*, train_x: torch.Tensor, train_y: torch.Tensor, val_x: torch.Tensor, 
     # Sums stay on the device: one host sync per epoch, not per step.
     loss_sum = torch.zeros((), device=device)
     correct = torch.zeros((), device=device, dtype=torch.long)
-    step = make_step(model=model, optimizer=optimizer, amp_dtype=data.autocast_dtype(cfg.precision, device),
+    step = make_step(model=model, optimizer=optimizer, amp_dtype=autocast_dtype(cfg.precision, device),
                      label_smoothing=cfg.label_smoothing, loss_sum=loss_sum, correct=correct)
     if cuda_graph and device.type == "cuda":
         step = cuda_graphed(step)
@@ -219,17 +194,14 @@ def train(*, train_x: torch.Tensor, train_y: torch.Tensor, val_x: torch.Tensor, 
             for i in range(0, len(batches), cfg.batch_size):
                 step(xs[i:i + cfg.batch_size], ys[i:i + cfg.batch_size])
                 scheduler.step()
-                if ema is not None:
-                    ema.update_parameters(model)
-        validated = recalibrated(scored, calibration) if calibration is not None else scored
-        val_accuracy, val_loss = score(validated, val_x, val_y)
+        val_accuracy, val_loss = score(model, val_x, val_y)
         record = {"epoch": epoch, "train_loss": loss_sum.item() / steps_per_epoch,
                   "train_accuracy": correct.item() / seen, "val_loss": val_loss, "val_accuracy": val_accuracy,
                   "lr": lr, "epoch_seconds": time.perf_counter() - start}
         history.append(record)
         # Contiguous (NCHW) copies: callers and the checkpoint never see the CPU training layout.
         states.append({k: v.detach().clone(memory_format=torch.contiguous_format)
-                       for k, v in validated.state_dict().items()})
+                       for k, v in model.state_dict().items()})
         on_epoch(record)
 
         if (val_accuracy, -val_loss) > best:
@@ -298,23 +270,16 @@ def log_epoch(live: Any, record: dict[str, float]) -> None:
 def main(argv: list[str]) -> None:
     from dvclive import Live
 
-    p = params.load()
-    device = data.resolve_device(p.train.device)
+    p = config.load()
+    device = resolve_device(p.train.device)
     summary_text = model_summary()
     print(summary_text)
 
-    if p.data.validation == "holdout":
-        train_x, train_y, val_x, val_y = data.load_holdout(paths.RAW_DIR, p.data.holdout_size, p.data.split_seed,
-                                                           device)
-        print(f"validation: {len(val_x)} images held out of the training set (seed {p.data.split_seed}); "
-              f"training on {len(train_x)}")
-    else:
-        train_x, train_y = data.load(paths.RAW_DIR, "train", device)
-        val_x, val_y = data.load(paths.RAW_DIR, "test", device)
-        print("validation: the TEST set (data.validation: test, the seed's protocol): the reported test "
-              "accuracy is then not an unbiased estimate", file=sys.stderr)
-    amp = data.autocast_dtype(p.train.precision, device)
-    where = data.device_info(device)
+    train_x, train_y, val_x, val_y = data.load_holdout(paths.RAW_DIR, p.data.holdout_size, p.data.split_seed, device)
+    print(f"validation: {len(val_x)} images held out of the training set (seed {p.data.split_seed}); "
+          f"training on {len(train_x)}")
+    amp = autocast_dtype(p.train.precision, device)
+    where = device_info(device)
     print(f"device: {where['device']} ({where['device_name']}), {'bfloat16 autocast' if amp else 'float32'}; "
           f"{p.train.optimizer} lr {p.train.lr} ({p.train.schedule}), batch {p.train.batch_size}, "
           f"up to {p.train.epochs} epochs", flush=True)

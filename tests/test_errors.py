@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import signal
@@ -14,37 +13,21 @@ from pathlib import Path
 
 import pytest
 import torch
-import yaml
 
 from stages import cli, download, evaluate, plots, train
-from tests.conftest import REPO
-
-
-def snapshot(root: Path) -> dict[str, str]:
-    return {str(p.relative_to(root)): hashlib.md5(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*")) if p.is_file()}
-
-
-def set_param(root: Path, dotted: str, value) -> None:
-    raw = yaml.safe_load((root / "params.yaml").read_text())
-    *parents, last = dotted.split(".")
-    node = raw
-    for key in parents:
-        node = node[key]
-    node[last] = value
-    (root / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+from tests.helpers import REPO, file_hashes, set_param
 
 
 def fails(root: Path, main: Callable[[list[str]], None], capsys, expected: str) -> str:
     """Run a stage's main as `python -m` would; assert exit 2, a message with `expected`, nothing written."""
-    before = snapshot(root)
+    before = file_hashes(root)
     with pytest.raises(SystemExit) as exit_info:
         cli.run(main)
     err = capsys.readouterr().err
     assert exit_info.value.code == 2
     assert expected in err, err
     assert "Traceback" not in err
-    assert snapshot(root) == before
+    assert file_hashes(root) == before
     return err.strip()
 
 
@@ -197,7 +180,8 @@ def test_sigterm_and_kill_during_training_leave_no_model_and_a_rerun_matches(pro
             proc = _stage(project, module)
             _, err = proc.communicate(timeout=300)
             assert proc.returncode == 0, err
-        runs.append(((project / "models" / "model.pt").read_bytes(), (project / "reports" / "metrics.json").read_text()))
+        runs.append(((project / "models" / "model.pt").read_bytes(),
+                     (project / "reports" / "metrics.json").read_text()))
         shutil.rmtree(project / "models")
     assert runs[0][1] == runs[1][1]
     assert runs[0][0] == runs[1][0]

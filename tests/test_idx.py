@@ -5,8 +5,8 @@ import pytest
 import torch
 
 from stages import idx
-from stages.cli import StageError
-from tests.conftest import write_dataset
+from stages.errors import StageError
+from tests.helpers import write_dataset
 
 
 def test_encode_parse_round_trip() -> None:

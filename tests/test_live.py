@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from stages import data, paths
-from tests.conftest import REPO
-from tests.test_errors import set_param
+from stages import paths
+from stages.device import cpu_model, device_info
+from tests.helpers import REPO, set_param
 
 
 def history_steps(project: Path, metric: str) -> list[int]:
@@ -49,7 +49,7 @@ def test_each_epoch_is_in_the_history_and_summary_as_soon_as_it_ends(project: Pa
     assert set(final) == {"epochs_run", "saved_epoch", "saved_val_accuracy", "train_seconds", "device",
                           "device_name", "precision"}
     assert final["epochs_run"] == 4 and final["device"] == "cpu" and final["precision"] == "fp32"
-    assert final["device_name"] == data.cpu_model() != ""
+    assert final["device_name"] == cpu_model() != ""
     assert history_steps(project, "val/accuracy") == [1, 2, 3, 4]
     assert (project / "models" / "model.pt").exists()
 
@@ -63,4 +63,4 @@ def test_cuda_index_is_the_machines_not_the_workers(monkeypatch, visible, index,
         monkeypatch.setenv("CUDA_VISIBLE_DEVICES", visible)
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda i: f"GPU {i}")
     expected_info = {"device": f"cuda:{expected}", "device_name": f"GPU {index}"}
-    assert data.device_info(torch.device("cuda", index)) == expected_info
+    assert device_info(torch.device("cuda", index)) == expected_info

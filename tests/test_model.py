@@ -27,13 +27,15 @@ def test_torchsummary_reports_the_same_total() -> None:
     assert "[-1, 10, 3, 3]" in text  # Conv6's output before global average pooling
 
 
-def test_dropout_rate_reaches_every_block_and_leaves_eval_deterministic() -> None:
+def test_dropout_rate_reaches_every_block_in_training_only() -> None:
     net = Net(dropout=0.3)
-    rates = [m.p for m in net.modules() if isinstance(m, torch.nn.Dropout)]
-    assert rates == [0.3] * 5
+    assert [m.p for m in net.modules() if isinstance(m, torch.nn.Dropout)] == [0.3] * 5
+    x = torch.randn(8, 1, 28, 28)
+    assert not torch.equal(net(x), net(x))  # training: a new dropout mask each pass
     net.eval()
-    x = torch.randn(2, 1, 28, 28)
-    assert torch.equal(net(x), net(x))
+    assert torch.equal(net(x), net(x))  # evaluation: no dropout
+    without = Net(dropout=0.0)
+    assert torch.equal(without(x), without(x))  # and with rate 0 nothing is dropped in training either
 
 
 def test_cpu_layout_computes_the_same_outputs_and_gradients() -> None:
@@ -50,7 +52,7 @@ def test_cpu_layout_computes_the_same_outputs_and_gradients() -> None:
     assert torch.allclose(out_a, out_b, atol=1e-5)
     out_a.square().sum().backward()
     out_b.square().sum().backward()
-    for (name, a), b in zip(nchw.named_parameters(), nhwc.parameters()):
+    for (name, a), b in zip(nchw.named_parameters(), nhwc.parameters(), strict=True):
         assert torch.allclose(a.grad, b.grad, rtol=1e-4, atol=1e-5), name
 
 
@@ -71,7 +73,7 @@ def test_layout_boundary_changes_no_bit_and_no_checkpoint_key() -> None:
     x, y = torch.randn(3, 16, 1, 28, 28), torch.randint(0, 10, (3, 16))
     for net in (without, with_boundary):
         optimizer = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9)
-        for xb, yb in zip(x, y):
+        for xb, yb in zip(x, y, strict=True):
             optimizer.zero_grad()
             torch.nn.functional.cross_entropy(net(xb), yb).backward()
             optimizer.step()

@@ -4,27 +4,20 @@ from typing import Any
 import pytest
 import yaml
 
-from stages import params
-from stages.params import ParamsError
-from tests.conftest import REPO
+from stages import config
+from stages.errors import ParamsError
+from tests.helpers import REPO, set_key
 
 RAW = yaml.safe_load((REPO / "params.yaml").read_text())
 
 
 def with_value(dotted: str, value: Any) -> dict:
-    raw = copy.deepcopy(RAW)
-    *parents, last = dotted.split(".")
-    node = raw
-    for key in parents:
-        node = node[key]
-    node[last] = value
-    return raw
+    return set_key(copy.deepcopy(RAW), dotted, value)
 
 
 def test_shipped_params_load_with_the_canonical_checksums() -> None:
-    p = params.load(REPO / "params.yaml")
+    p = config.load(REPO / "params.yaml")
     assert p.train.epochs <= 15
-    assert p.data.validation == "holdout"
     assert p.data.md5 == {
         "train-images-idx3-ubyte": "6bbc9ace898e44ae57da46a324031adb",
         "train-labels-idx1-ubyte": "a25bea736e30d166cdddb491f175f624",
@@ -41,7 +34,7 @@ def test_shipped_params_load_with_the_canonical_checksums() -> None:
 ])
 def test_unknown_key_is_named_with_the_closest_valid_one(dotted: str, suggestion: str) -> None:
     with pytest.raises(ParamsError) as err:
-        params.parse(with_value(dotted, 1))
+        config.parse(with_value(dotted, 1))
     message = str(err.value)
     assert f"unknown key '{dotted}'" in message and suggestion in message
     assert "\n" not in message
@@ -58,8 +51,8 @@ def test_unknown_key_is_named_with_the_closest_valid_one(dotted: str, suggestion
     ("train.batch_size", 0, "train.batch_size: must be an integer in [1, 60000]"),
     ("train.batch_size", 58000, "train.batch_size: must be at most the training set left after the hold-out"),
     ("train.momentum", 1.0, "train.momentum: must be a number in [0, 1)"),
-    ("train.bn_recalibration", -1, "train.bn_recalibration: must be an integer in [0, 60000] (0 turns it off)"),
-    ("train.bn_recalibration", 0.5, "train.bn_recalibration: must be an integer, got 0.5"),
+    ("train.patience", -1, "train.patience: must be an integer >= 0 (0 turns it off)"),
+    ("train.patience", 0.5, "train.patience: must be an integer, got 0.5"),
     ("model.dropout", 1.0, "model.dropout: must be a number in [0, 1)"),
     ("model.dropout", -0.1, "model.dropout: must be a number in [0, 1)"),
     ("train.target_accuracy", 0, "train.target_accuracy: must be null or a number in (0, 1]"),
@@ -70,7 +63,7 @@ def test_unknown_key_is_named_with_the_closest_valid_one(dotted: str, suggestion
 ])
 def test_wrong_type_or_range_is_one_line_naming_key_and_allowed(dotted: str, value: Any, expected: str) -> None:
     with pytest.raises(ParamsError) as err:
-        params.parse(with_value(dotted, value))
+        config.parse(with_value(dotted, value))
     assert expected in str(err.value)
     assert "\n" not in str(err.value)
 
@@ -78,11 +71,11 @@ def test_wrong_type_or_range_is_one_line_naming_key_and_allowed(dotted: str, val
 @pytest.mark.parametrize("dotted, value, expected", [
     ("train.optimizer", "adamw2", "'adamw2' is not one of 'sgd', 'adam' (did you mean 'adam'?)"),
     ("train.device", "tpu", "'tpu' is not one of 'auto', 'cpu', 'cuda', 'mps'"),
-    ("data.validation", "tst", "did you mean 'test'"),
+    ("train.schedule", "onecyle", "did you mean 'onecycle'"),
 ])
 def test_unknown_choice_lists_the_valid_ones(dotted: str, value: str, expected: str) -> None:
     with pytest.raises(ParamsError) as err:
-        params.parse(with_value(dotted, value))
+        config.parse(with_value(dotted, value))
     assert expected in str(err.value)
 
 
@@ -90,19 +83,19 @@ def test_missing_key_and_non_mapping_are_reported() -> None:
     raw = copy.deepcopy(RAW)
     del raw["data"]["sources"]
     with pytest.raises(ParamsError, match="missing key 'data.sources'"):
-        params.parse(raw)
+        config.parse(raw)
     with pytest.raises(ParamsError, match="train: must be a mapping"):
-        params.parse(with_value("train", 3))
+        config.parse(with_value("train", 3))
 
 
 def test_null_target_and_integer_lr_are_accepted() -> None:
-    p = params.parse(with_value("train.lr", 1))
+    p = config.parse(with_value("train.lr", 1))
     assert p.train.lr == 1.0 and isinstance(p.train.lr, float)
-    assert params.parse(with_value("train.target_accuracy", None)).train.target_accuracy is None
+    assert config.parse(with_value("train.target_accuracy", None)).train.target_accuracy is None
 
 
 def test_broken_yaml_names_the_file(tmp_path) -> None:
     path = tmp_path / "params.yaml"
     path.write_text("train: [unclosed\n")
     with pytest.raises(ParamsError, match="params.yaml: not valid YAML"):
-        params.load(path)
+        config.load(path)

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from stages import plots
-from stages.cli import StageError
+from stages.errors import StageError
 
 
 def write_history(directory: Path, epochs: int = 3) -> None:

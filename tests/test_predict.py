@@ -6,7 +6,7 @@ import torch
 from PIL import Image, ImageOps
 
 from stages import cli, predict
-from stages.cli import StageError
+from stages.errors import StageError
 from stages.model import MEAN, STD, Net
 
 SEVEN = Path(__file__).parent / "data" / "seven.png"

@@ -1,7 +1,7 @@
 import pytest
 
 from stages import cli, report
-from stages.cli import StageError
+from stages.errors import StageError
 from stages.report import summarize
 
 

@@ -1,4 +1,4 @@
-"""params.schema.json: current with stages/params.py, and what an editor's YAML language server checks against."""
+"""params.schema.json: current with stages/config.py, and what an editor's YAML language server checks against."""
 
 from __future__ import annotations
 
@@ -9,8 +9,9 @@ import jsonschema
 import pytest
 import yaml
 
-from stages import params
-from tests.conftest import REPO
+from stages import config, params
+from stages.errors import ParamsError
+from tests.helpers import REPO
 
 
 def test_committed_schema_is_what_stages_params_prints(capsys) -> None:
@@ -47,12 +48,12 @@ def test_editor_flags_what_the_stages_refuse(edit, flagged: str) -> None:
     edit(raw)
     messages = [e.message for e in validator().iter_errors(raw)]
     assert any(flagged in m for m in messages), messages
-    with pytest.raises(params.ParamsError):  # and the pipeline's own check agrees
-        params.parse(raw)
+    with pytest.raises(ParamsError):  # and the pipeline's own check agrees
+        config.parse(raw)
 
 
 def test_each_key_has_a_description_for_the_editors_hover() -> None:
-    schema = params.schema()
+    schema = config.schema()
     for name, section in schema["$defs"].items():
         assert section.get("description"), f"section {name} has no description"
         for key, node in section["properties"].items():
