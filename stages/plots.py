@@ -60,10 +60,18 @@ def _save(fig: plt.Figure, path: Path, dpi: int) -> None:
 
 
 def plot_curves(history: dict[str, list[tuple[int, float]]], path: Path, dpi: int) -> None:
-    """Accuracy and loss per epoch, training vs validation: the seed's 'accuracy vs loss' graph."""
+    """Accuracy and loss per epoch, training vs validation: the seed's 'accuracy vs loss' graph.
+
+    The training loss is what was minimized: cross-entropy against label-smoothed targets, which
+    stays well above the validation's plain cross-entropy however good the model gets.
+    """
+    labels = {("train", "accuracy"): "training (augmented batches)", ("val", "accuracy"): "validation (hold-out)",
+              ("train", "loss"): "training: label-smoothed cross-entropy, augmented batches",
+              ("val", "loss"): "validation: cross-entropy, hold-out"}
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
     for ax, metric in zip(axes, ("accuracy", "loss"), strict=True):
-        for split, label in (("train", "training (augmented)"), ("val", "validation")):
+        for split in ("train", "val"):
+            label = labels[split, metric]
             epochs, values = zip(*history[f"{split}/{metric}"], strict=True)
             ax.plot(epochs, [v * 100 for v in values] if metric == "accuracy" else values, marker="o",
                     markersize=3, label=label)

@@ -11,6 +11,7 @@ import contextlib
 import io
 import math
 import os
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -21,8 +22,9 @@ import torch.nn.functional as F
 
 from stages import atomic, config, data, paths
 from stages.cli import run
-from stages.device import autocast_dtype, device_info, resolve_device
+from stages.device import autocast_dtype, cpu_layout, device_info, resolve_device
 from stages.errors import StageError
+from stages.ghost import GhostBatches
 from stages.infer import score
 from stages.model import Net
 
@@ -87,23 +89,32 @@ def make_scheduler(optimizer: torch.optim.Optimizer, cfg: config.Train,
     return torch.optim.lr_scheduler.ConstantLR(optimizer, factor=1.0, total_iters=0)
 
 
-def make_step(*, model: torch.nn.Module, optimizer: torch.optim.Optimizer, amp_dtype: torch.dtype | None,
+def make_step(*, ghosts: GhostBatches, optimizer: torch.optim.Optimizer, amp_dtype: torch.dtype | None,
               label_smoothing: float, loss_sum: torch.Tensor, correct: torch.Tensor
               ) -> Callable[[torch.Tensor, torch.Tensor], None]:
-    """One optimizer step on a batch; the batch's loss and correct count are added to the two sums in place."""
-    device_type = loss_sum.device.type
+    """One optimizer step on a batch; the batch's mean loss and its correct count are added to the two sums.
 
-    def step(x: torch.Tensor, y: torch.Tensor) -> None:
+    The batch is split into len(ghosts) equal ghost batches, one per replica (one: the whole batch).
+    """
+    device_type, k = loss_sum.device.type, len(ghosts)
+
+    def one_pass(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         # No cast cache: each weight is cast once per forward anyway, and a CUDA graph may not keep one.
         with torch.autocast(device_type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None,
                             cache_enabled=False):
             out = model(x)
         loss = F.cross_entropy(out.float(), y, label_smoothing=label_smoothing)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        (loss / k).backward()  # the batch's loss is the mean of its ghost batches' (1: exactly loss)
+        return loss.detach(), (out.argmax(1) == y).sum()
+
+    def step(x: torch.Tensor, y: torch.Tensor) -> None:
+        ghosts.zero_grad()
+        results = ghosts.run(one_pass, x, y)
+        ghosts.gather_gradients()
         optimizer.step()
-        loss_sum.add_(loss.detach())
-        correct.add_((out.argmax(1) == y).sum())
+        for loss, right in results:
+            loss_sum.add_(loss / k)
+            correct.add_(right)
     return step
 
 
@@ -144,12 +155,15 @@ def cuda_graphed(step: Callable[[torch.Tensor, torch.Tensor], None]) -> Callable
 
 def train(*, train_x: torch.Tensor, train_y: torch.Tensor, val_x: torch.Tensor, val_y: torch.Tensor,
           cfg: config.Train, dropout: float, cuda_graph: bool = True,
-          on_epoch: Callable[[dict[str, float]], None] = lambda record: None) -> Result:
+          on_epoch: Callable[[dict[str, float]], None] = lambda record: None,
+          on_progress: Callable[[int, int], None] = lambda done, total: None) -> Result:
     """Train a fresh Net; return the weights of the epoch `cfg.selection` picks and the per-epoch history.
 
     Stops at `cfg.target_accuracy` (when set), after `cfg.patience` epochs
     without improvement (when > 0), or after `cfg.epochs`. On CUDA the
     training step runs as a CUDA graph unless `cuda_graph` is False.
+    on_progress(images done, images in the epoch) is called every few
+    thousand images, on_epoch(record) at the end of each epoch.
     """
     if cfg.batch_size > len(train_x):
         raise StageError(f"params.yaml: train.batch_size: must be at most the {len(train_x)} training images")
@@ -157,8 +171,48 @@ def train(*, train_x: torch.Tensor, train_y: torch.Tensor, val_x: torch.Tensor, 
     device = train_x.device
     generator = torch.Generator(device=device).manual_seed(cfg.seed)
     model = Net(dropout=dropout).to(device)
-    if device.type == "cpu":
-        model.to_cpu_layout()
+    how = Plan.of(cfg, device, dropout)
+    if how.layout is not None:
+        model.to_cpu_layout(how.layout)
+    with GhostBatches(model, how.ghost_batches, threads=how.threads) as ghosts:
+        return _train(model=model, ghosts=ghosts, train_x=train_x, train_y=train_y, val_x=val_x, val_y=val_y,
+                      cfg=cfg, generator=generator, cuda_graph=cuda_graph, on_epoch=on_epoch,
+                      on_progress=on_progress)
+
+
+def ghost_threads(k: int, device: torch.device, dropout: float) -> int:
+    """How many of a step's k ghost batches run at once: all of them on a CPU with k threads or more and no
+    dropout (stages/ghost.py says why), else 1."""
+    return k if device.type == "cpu" and dropout == 0 and torch.get_num_threads() >= k else 1
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How this machine runs the training step: chosen per host, the function computed is the same."""
+
+    layout: str | None  # Net.to_cpu_layout's layout on a CPU; None elsewhere
+    ghost_batches: int  # per step (1: BatchNorm over the whole batch)
+    threads: int  # ghost batches run at once
+
+    @classmethod
+    def of(cls, cfg: config.Train, device: torch.device, dropout: float) -> Plan:
+        k = cfg.batch_size // cfg.ghost_batch if cfg.ghost_batch else 1
+        layout = cpu_layout() if device.type == "cpu" else None
+        return cls(layout=layout, ghost_batches=k, threads=ghost_threads(k, device, dropout))
+
+    def __str__(self) -> str:
+        """For the summary: 'AVX2 channels_last', 'AVX512 split x2' (two ghost batches at once), 'cuda'."""
+        if self.layout is None:
+            return "-"
+        text = f"{torch.backends.cpu.get_cpu_capability()} {self.layout}"
+        return text + (f" x{self.threads}" if self.threads > 1 else "")
+
+
+def _train(*, model: Net, ghosts: GhostBatches, train_x: torch.Tensor, train_y: torch.Tensor,
+           val_x: torch.Tensor, val_y: torch.Tensor, cfg: config.Train, generator: torch.Generator,
+           cuda_graph: bool, on_epoch: Callable[[dict[str, float]], None],
+           on_progress: Callable[[int, int], None]) -> Result:
+    device = train_x.device
     optimizer = make_optimizer(model, cfg, device)
     # Whole batches only: a last batch of one image would break BatchNorm.
     steps_per_epoch = len(train_x) // cfg.batch_size
@@ -168,7 +222,7 @@ def train(*, train_x: torch.Tensor, train_y: torch.Tensor, val_x: torch.Tensor, 
     # Sums stay on the device: one host sync per epoch, not per step.
     loss_sum = torch.zeros((), device=device)
     correct = torch.zeros((), device=device, dtype=torch.long)
-    step = make_step(model=model, optimizer=optimizer, amp_dtype=autocast_dtype(cfg.precision, device),
+    step = make_step(ghosts=ghosts, optimizer=optimizer, amp_dtype=autocast_dtype(cfg.precision, device),
                      label_smoothing=cfg.label_smoothing, loss_sum=loss_sum, correct=correct)
     if cuda_graph and device.type == "cuda":
         step = cuda_graphed(step)
@@ -180,10 +234,11 @@ def train(*, train_x: torch.Tensor, train_y: torch.Tensor, val_x: torch.Tensor, 
     stopped_because, best, since_best = "epochs", (-1.0, 0.0), 0
     for epoch in range(1, cfg.epochs + 1):
         start = time.perf_counter()
-        model.train()
+        ghosts.train()
         lr = float(optimizer.param_groups[0]["lr"])
         loss_sum.zero_()
         correct.zero_()
+        on_progress(0, seen)
         perm = torch.randperm(len(train_x), generator=generator, device=device)[:seen]
         for first in range(0, seen, chunk):
             batches = perm[first:first + chunk]
@@ -191,9 +246,12 @@ def train(*, train_x: torch.Tensor, train_y: torch.Tensor, val_x: torch.Tensor, 
             if augmenting:
                 xs = data.augment(xs, rotate=aug.rotate, translate=aug.translate, scale=aug.scale,
                                   generator=generator)
-            for i in range(0, len(batches), cfg.batch_size):
-                step(xs[i:i + cfg.batch_size], ys[i:i + cfg.batch_size])
-                scheduler.step()
+            with ghosts.stepping():
+                for i in range(0, len(batches), cfg.batch_size):
+                    step(xs[i:i + cfg.batch_size], ys[i:i + cfg.batch_size])
+                    scheduler.step()
+            on_progress(first + len(batches), seen)
+        ghosts.average_batchnorm_statistics()
         val_accuracy, val_loss = score(model, val_x, val_y)
         record = {"epoch": epoch, "train_loss": loss_sum.item() / steps_per_epoch,
                   "train_accuracy": correct.item() / seen, "val_loss": val_loss, "val_accuracy": val_accuracy,
@@ -248,12 +306,35 @@ def model_summary() -> str:
     return buffer.getvalue()
 
 
-def _progress(epochs: int) -> Callable[[dict[str, float]], None]:
-    def report(r: dict[str, float]) -> None:
-        print(f"epoch {r['epoch']:>2}/{epochs}  train loss {r['train_loss']:.4f} acc {r['train_accuracy']:.2%}"
-              f"  val loss {r['val_loss']:.4f} acc {r['val_accuracy']:.2%}  lr {r['lr']:.4g}"
-              f"  {r['epoch_seconds']:.1f} s", flush=True)
-    return report
+def epoch_line(record: dict[str, float], epochs: int) -> str:
+    """The one line an epoch prints (logs and `dvc queue logs` get only these)."""
+    r = record
+    return (f"epoch {r['epoch']:>2}/{epochs}  train loss {r['train_loss']:.4f} acc {r['train_accuracy']:.2%}"
+            f"  val loss {r['val_loss']:.4f} acc {r['val_accuracy']:.2%}  lr {r['lr']:.4g}"
+            f"  {r['epoch_seconds']:.1f} s")
+
+
+class ProgressBar:
+    """Within an epoch, on a terminal: a bar of images done, images/s and the time left (tqdm, on stderr)."""
+
+    def __init__(self, epochs: int) -> None:
+        from tqdm import tqdm
+
+        self.tqdm, self.epochs, self.bar, self.epoch = tqdm, epochs, None, 0
+
+    def update(self, done: int, total: int) -> None:
+        if done == 0:
+            self.close()
+            self.epoch += 1
+            self.bar = self.tqdm(total=total, unit="img", unit_scale=True, leave=False, dynamic_ncols=True,
+                                 desc=f"epoch {self.epoch}/{self.epochs}", file=sys.stderr)
+        elif self.bar is not None:
+            self.bar.update(done - self.bar.n)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
 
 
 def log_epoch(live: Any, record: dict[str, float]) -> None:
@@ -280,27 +361,37 @@ def main(argv: list[str]) -> None:
           f"training on {len(train_x)}")
     amp = autocast_dtype(p.train.precision, device)
     where = device_info(device)
-    print(f"device: {where['device']} ({where['device_name']}), {'bfloat16 autocast' if amp else 'float32'}; "
-          f"{p.train.optimizer} lr {p.train.lr} ({p.train.schedule}), batch {p.train.batch_size}, "
-          f"up to {p.train.epochs} epochs", flush=True)
+    how = Plan.of(p.train, device, p.model.dropout)
+    ghosts = f" in ghost batches of {p.train.ghost_batch} ({how.threads} at once)" if how.ghost_batches > 1 else ""
+    print(f"device: {where['device']} ({where['device_name']}), {'bfloat16 autocast' if amp else 'float32'}"
+          f"{f', {how.layout} layout' if how.layout else ''}; {p.train.optimizer} lr {p.train.lr} "
+          f"({p.train.schedule}), batch {p.train.batch_size}{ghosts}, up to {p.train.epochs} epochs", flush=True)
 
     # The history grows in reports/train as each epoch ends (an interrupted run may leave part of it: DVC
     # records no failed stage, and the next run starts it afresh); the model is written once, at the end.
     live = Live(dir=str(paths.TRAIN_REPORT), save_dvc_exp=False, dvcyaml=None, report=None)
-    progress = _progress(p.train.epochs)
+    # A bar only on a terminal: logs (and `dvc queue logs`) keep one line an epoch.
+    bar = ProgressBar(p.train.epochs) if sys.stderr.isatty() else None
 
     def on_epoch(record: dict[str, float]) -> None:
         log_epoch(live, record)  # first: once the epoch's line is printed, its files hold it
-        progress(record)
+        if bar is not None:
+            bar.close()
+        print(epoch_line(record, p.train.epochs), flush=True)
 
     start = time.perf_counter()
-    result = train(train_x=train_x, train_y=train_y, val_x=val_x, val_y=val_y, cfg=p.train,
-                   dropout=p.model.dropout, on_epoch=on_epoch)
+    try:
+        result = train(train_x=train_x, train_y=train_y, val_x=val_x, val_y=val_y, cfg=p.train,
+                       dropout=p.model.dropout, on_epoch=on_epoch,
+                       on_progress=bar.update if bar is not None else lambda done, total: None)
+    finally:
+        if bar is not None:
+            bar.close()
     seconds = time.perf_counter() - start
     # What a person compares across runs; the per-epoch values stay in the history.
     summary = {"epochs_run": result.epochs_run, "saved_epoch": result.saved_epoch,
                "saved_val_accuracy": result.saved_accuracy, "train_seconds": round(seconds, 2),
-               **where, "precision": "bf16" if amp else "fp32"}
+               **where, "precision": "bf16" if amp else "fp32", "kernels": str(how)}
     print(f"stopped: {result.stopped_because} after {result.epochs_run} epochs, {seconds:.1f} s; saved epoch "
           f"{result.saved_epoch} ({p.train.selection}), validation accuracy {result.saved_accuracy:.2%}")
     write_outputs(result=result, summary=summary, summary_text=summary_text, all_params=p.model_dump())

@@ -6,9 +6,11 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
-from tests.helpers import REPO, write_dataset
+from stages import data
+from tests.helpers import REPO, make_images, write_dataset
 
 os.environ.setdefault("DVC_NO_ANALYTICS", "1")
 
@@ -18,6 +20,14 @@ def dataset(tmp_path: Path) -> tuple[Path, dict[str, str]]:
     """A directory with four small generated IDX files and their MD5s."""
     directory = tmp_path / "mnist"
     return directory, write_dataset(directory)
+
+
+@pytest.fixture(scope="module")
+def tiny() -> dict[str, torch.Tensor]:
+    """600 training and 200 validation images, normalized, with labels: stages.train.train's inputs."""
+    x, y = make_images(600, seed=1)
+    vx, vy = make_images(200, seed=2)
+    return {"train_x": data.normalize(x), "train_y": y.long(), "val_x": data.normalize(vx), "val_y": vy.long()}
 
 
 @pytest.fixture

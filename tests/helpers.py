@@ -10,7 +10,8 @@ from typing import Any
 import torch
 import yaml
 
-from stages import idx
+from stages import config, idx
+from stages.train import Result, train
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -45,6 +46,17 @@ def write_dataset(directory: Path, n_train: int = 600, n_test: int = 200, gz: bo
         else:
             (directory / name).write_bytes(data)
     return md5
+
+
+def default_train() -> config.Train:
+    """The train section of the shipped params.yaml."""
+    return config.load(REPO / "params.yaml").train
+
+
+def fit(tiny: dict[str, torch.Tensor], **overrides: Any) -> Result:
+    """stages.train.train on the `tiny` fixture's data: the shipped recipe at batch 32, fp32, with overrides."""
+    cfg = default_train().model_copy(update={"batch_size": 32, "lr": 0.05, "precision": "fp32", **overrides})
+    return train(**tiny, cfg=cfg, dropout=0.0)
 
 
 def set_key(raw: dict[str, Any], dotted: str, value: Any) -> dict[str, Any]:

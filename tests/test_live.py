@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from stages import paths
-from stages.device import cpu_model, device_info
+from stages.device import cpu_layout, cpu_model, device_info
 from tests.helpers import REPO, set_param
 
 
@@ -47,8 +47,10 @@ def test_each_epoch_is_in_the_history_and_summary_as_soon_as_it_ends(project: Pa
     # At the end the summary holds what a person compares across runs, and the model is there.
     final = json.loads(summary.read_text())
     assert set(final) == {"epochs_run", "saved_epoch", "saved_val_accuracy", "train_seconds", "device",
-                          "device_name", "precision"}
+                          "device_name", "precision", "kernels"}
     assert final["epochs_run"] == 4 and final["device"] == "cpu" and final["precision"] == "fp32"
+    # What this machine picked: PyTorch's CPU capability and the layout for it (no ghost batches by default).
+    assert final["kernels"] == f"{torch.backends.cpu.get_cpu_capability()} {cpu_layout()}"
     assert final["device_name"] == cpu_model() != ""
     assert history_steps(project, "val/accuracy") == [1, 2, 3, 4]
     assert (project / "models" / "model.pt").exists()
@@ -64,3 +66,42 @@ def test_cuda_index_is_the_machines_not_the_workers(monkeypatch, visible, index,
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda i: f"GPU {i}")
     expected_info = {"device": f"cuda:{expected}", "device_name": f"GPU {index}"}
     assert device_info(torch.device("cuda", index)) == expected_info
+
+
+def run_on_a_terminal(project: Path, module: str) -> str:
+    """What `python -m module` shows on a 120-column terminal (a pseudo-terminal), stdout and stderr together."""
+    import fcntl
+    import pty
+    import struct
+    import termios
+
+    main, child = pty.openpty()
+    fcntl.ioctl(child, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
+    proc = subprocess.Popen([sys.executable, "-m", module], cwd=project, stdout=child, stderr=child,
+                            env={**os.environ, "PYTHONPATH": str(REPO)})
+    os.close(child)
+    shown = b""
+    while True:
+        try:
+            chunk = os.read(main, 4096)
+        except OSError:  # the child closed the terminal
+            break
+        if not chunk:
+            break
+        shown += chunk
+    os.close(main)
+    assert proc.wait(timeout=120) == 0, shown.decode(errors="replace")
+    return shown.decode(errors="replace")
+
+
+def test_a_terminal_shows_progress_within_the_epoch_and_a_log_one_line_an_epoch(project: Path) -> None:
+    set_param(project, "train.epochs", 2)
+    shown = run_on_a_terminal(project, "stages.train")
+    assert "epoch 1/2:" in shown and "img/s]" in shown  # tqdm's bar: images done, images/s, time left
+    assert "epoch  1/2  train loss" in shown and "epoch  2/2  train loss" in shown
+    logged = subprocess.run([sys.executable, "-m", "stages.train"], cwd=project, capture_output=True, text=True,
+                            env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=120)
+    assert logged.returncode == 0, logged.stderr
+    assert "img/s" not in logged.stdout + logged.stderr
+    epochs = [line[:10] for line in logged.stdout.splitlines() if line.startswith("epoch")]
+    assert epochs == ["epoch  1/2", "epoch  2/2"]

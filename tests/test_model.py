@@ -1,6 +1,7 @@
+import pytest
 import torch
 
-from stages.model import Net
+from stages.model import Net, ToChannelsLast
 from stages.train import model_summary
 
 
@@ -38,15 +39,17 @@ def test_dropout_rate_reaches_every_block_in_training_only() -> None:
     assert torch.equal(without(x), without(x))  # and with rate 0 nothing is dropped in training either
 
 
-def test_cpu_layout_computes_the_same_outputs_and_gradients() -> None:
+@pytest.mark.parametrize("layout", ["split", "channels_last"])
+def test_cpu_layouts_compute_the_same_outputs_and_gradients(layout: str) -> None:
     torch.manual_seed(0)
     nchw = Net()
     nhwc = Net()
     nhwc.load_state_dict(nchw.state_dict())
-    nhwc.to_cpu_layout()
-    assert nhwc.conv1[0].weight.is_contiguous()
+    nhwc.to_cpu_layout(layout)
+    assert isinstance(nhwc.conv1[-1], ToChannelsLast) == (layout == "split")  # Conv1's block stays NCHW
     assert nhwc.conv2[0].weight.is_contiguous(memory_format=torch.channels_last)
     assert not nhwc.conv2[0].weight.is_contiguous()
+    assert list(nhwc.state_dict()) == list(Net().state_dict())
     x = torch.randn(8, 1, 28, 28)
     out_a, out_b = nchw(x), nhwc(x)
     assert torch.allclose(out_a, out_b, atol=1e-5)
@@ -65,7 +68,7 @@ def test_layout_boundary_changes_no_bit_and_no_checkpoint_key() -> None:
         block.to(memory_format=torch.channels_last)
     with_boundary = Net()
     with_boundary.load_state_dict(without.state_dict())
-    with_boundary.to_cpu_layout()
+    with_boundary.to_cpu_layout("split")
     assert list(with_boundary.state_dict()) == list(Net().state_dict())
     seen = []
     # The gradient the boundary hands back to Conv1's block (its ReLU's backward reads it with NCHW outputs).

@@ -6,22 +6,8 @@ from stages.device import autocast_dtype, resolve_device
 from stages.errors import StageError
 from stages.infer import score, score_weights
 from stages.model import Net
-from stages.train import Result, select_epoch, train
-from tests.helpers import REPO, make_images
-
-BASE = config.load(REPO / "params.yaml").train
-
-
-@pytest.fixture(scope="module")
-def tiny() -> dict[str, torch.Tensor]:
-    x, y = make_images(600, seed=1)
-    vx, vy = make_images(200, seed=2)
-    return {"train_x": data.normalize(x), "train_y": y.long(), "val_x": data.normalize(vx), "val_y": vy.long()}
-
-
-def fit(tiny: dict[str, torch.Tensor], **overrides) -> Result:
-    cfg = BASE.model_copy(update={"batch_size": 32, "lr": 0.05, "precision": "fp32", **overrides})
-    return train(**tiny, cfg=cfg, dropout=0.0)
+from stages.train import select_epoch, train
+from tests.helpers import default_train, fit
 
 
 def test_stops_at_target_accuracy_and_keeps_that_epoch(tiny) -> None:
@@ -126,7 +112,7 @@ def test_auto_precision_is_fp32_on_cuda_and_asked_for_precisions_are_kept() -> N
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_cuda_graph_trains_exactly_like_eager_steps(tiny) -> None:
     on_gpu = {k: v.cuda() for k, v in tiny.items()}
-    cfg = BASE.model_copy(update={"batch_size": 32, "lr": 0.05, "epochs": 2, "precision": "fp32"})
+    cfg = default_train().model_copy(update={"batch_size": 32, "lr": 0.05, "epochs": 2, "precision": "fp32"})
     graphed = train(**on_gpu, cfg=cfg, dropout=0.0, cuda_graph=True)
     eager = train(**on_gpu, cfg=cfg, dropout=0.0, cuda_graph=False)
     assert [r["val_accuracy"] for r in graphed.history] == [r["val_accuracy"] for r in eager.history]
