@@ -1,4 +1,4 @@
-"""Where training runs and how: the device, its name, autocast's dtype, and the CPU layout for this machine."""
+"""Where training runs and in what arithmetic: the device, its name, and autocast's dtype."""
 
 from __future__ import annotations
 
@@ -52,18 +52,6 @@ def device_info(device: torch.device) -> dict[str, str]:
     visible = os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",")
     physical = int(visible[index]) if index < len(visible) and visible[index].strip().isdigit() else index
     return {"device": f"cuda:{physical}", "device_name": torch.cuda.get_device_name(index)}
-
-
-def cpu_layout() -> str:
-    """Net.to_cpu_layout's layout for this CPU, from the vector width PyTorch's kernels use here.
-
-    Read through PyTorch, not the CPU's flags, so that ATEN_CPU_CAPABILITY=avx2
-    (with ONEDNN_MAX_CPU_ISA=AVX2) runs the AVX2 path on any x86 CPU.
-    - AVX2, 8 floats a vector: "channels_last". Conv1's 8 channels fill one
-      vector, and no layout boundary is needed (bench/results/avx2-2026-12-01).
-    - AVX-512 and anything else: "split", which was faster with 16-float vectors.
-    """
-    return "channels_last" if torch.backends.cpu.get_cpu_capability() == "AVX2" else "split"
 
 
 def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:

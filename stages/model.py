@@ -66,25 +66,25 @@ class Net(nn.Module):
         x = self.conv6(x)  # (N, 10, 3, 3)
         return x.mean(dim=(2, 3))  # (N, 10) class scores (logits); GAP
 
-    def to_cpu_layout(self, layout: str) -> Net:
-        """Lay the net out for training on a CPU (stages.device.cpu_layout picks which); returns self.
+    def to_cpu_layout(self) -> Net:
+        """Conv2 onward in channels-last (NHWC), for training on the CPU; returns self.
 
-        oneDNN computes CPU convolutions in channels-last (NHWC): with NCHW
-        tensors each one copies its input or output between the layouts.
-        - "channels_last": every layer NHWC.
-        - "split": Conv2 onward NHWC, Conv1's block NCHW. Where a CPU vector
-          holds 16 floats (AVX-512), the NHWC BatchNorm backward for Conv1's
-          8 channels took 4.7 ms against 0.18 ms in NCHW (64 images). On 2 such
-          cores a 64-image step took 8.3 ms this way against 10.6 ms all-NCHW
-          and 12.6 ms all-NHWC (bf16). At the boundary, ReLU's backward on
-          Conv1's NCHW output read a channels-last gradient (0.9 ms instead of
-          0.03: element-wise kernels are slow on mixed layouts), so Conv1's
-          block ends in an explicit conversion whose backward returns NCHW.
-        Either way the function computed is the same, only float rounding
-        differs, and the state_dict has the same keys (the conversion holds no weights).
+        oneDNN computes CPU convolutions in NHWC: with NCHW tensors each one
+        copies its input or output between the layouts. With AVX-512, the NHWC
+        BatchNorm backward for Conv1's 8 channels took 4.7 ms against 0.18 ms in
+        NCHW (64 images), so Conv1's block stays NCHW. On 2 such cores a 64-image
+        step took 8.3 ms this way against 10.6 ms all-NCHW and 12.6 ms all-NHWC
+        (bf16). With AVX2 (2-core AMD EPYC, Zen 3) all-NHWC was no faster: 0.96-1.00x
+        this layout's step time, side by side (bench/results/avx2-2026-12-01).
+        The function computed is the same; only float rounding differs.
+
+        At the boundary, Conv2's backward hands back a channels-last gradient, and
+        ReLU's backward on Conv1's NCHW output with it took 0.9 ms (64 images)
+        instead of 0.03: element-wise kernels are slow on mixed layouts. So Conv1's
+        block ends in an explicit conversion whose backward returns NCHW: the same
+        weights bit for bit, a step 10 % faster in fp32 and 14 % in bf16 (2-core AMD EPYC).
+        It holds no weights, so checkpoints are unchanged.
         """
-        if layout == "channels_last":
-            return self.to(memory_format=torch.channels_last)
         for block in (self.conv2, self.conv3, self.conv4, self.conv5, self.conv6):
             block.to(memory_format=torch.channels_last)
         self.conv1.append(ToChannelsLast())

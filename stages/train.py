@@ -22,7 +22,7 @@ import torch.nn.functional as F
 
 from stages import atomic, config, data, paths
 from stages.cli import run
-from stages.device import autocast_dtype, cpu_layout, device_info, resolve_device
+from stages.device import autocast_dtype, device_info, resolve_device
 from stages.errors import StageError
 from stages.ghost import GhostBatches
 from stages.infer import score
@@ -171,9 +171,9 @@ def train(*, train_x: torch.Tensor, train_y: torch.Tensor, val_x: torch.Tensor, 
     device = train_x.device
     generator = torch.Generator(device=device).manual_seed(cfg.seed)
     model = Net(dropout=dropout).to(device)
+    if device.type == "cpu":
+        model.to_cpu_layout()
     how = Plan.of(cfg, device, dropout)
-    if how.layout is not None:
-        model.to_cpu_layout(how.layout)
     with GhostBatches(model, how.ghost_batches, threads=how.threads) as ghosts:
         return _train(model=model, ghosts=ghosts, train_x=train_x, train_y=train_y, val_x=val_x, val_y=val_y,
                       cfg=cfg, generator=generator, cuda_graph=cuda_graph, on_epoch=on_epoch,
@@ -190,22 +190,21 @@ def ghost_threads(k: int, device: torch.device, dropout: float) -> int:
 class Plan:
     """How this machine runs the training step: chosen per host, the function computed is the same."""
 
-    layout: str | None  # Net.to_cpu_layout's layout on a CPU; None elsewhere
+    device: str  # torch.device.type
     ghost_batches: int  # per step (1: BatchNorm over the whole batch)
     threads: int  # ghost batches run at once
 
     @classmethod
     def of(cls, cfg: config.Train, device: torch.device, dropout: float) -> Plan:
         k = cfg.batch_size // cfg.ghost_batch if cfg.ghost_batch else 1
-        layout = cpu_layout() if device.type == "cpu" else None
-        return cls(layout=layout, ghost_batches=k, threads=ghost_threads(k, device, dropout))
+        return cls(device=device.type, ghost_batches=k, threads=ghost_threads(k, device, dropout))
 
     def __str__(self) -> str:
-        """For the summary: 'AVX2 channels_last', 'AVX512 split x2' (two ghost batches at once), 'cuda'."""
-        if self.layout is None:
+        """For the summary: the CPU kernels PyTorch picked here ('AVX2', 'AVX512'), ' x2' for two ghost
+        batches at once; '-' off the CPU."""
+        if self.device != "cpu":
             return "-"
-        text = f"{torch.backends.cpu.get_cpu_capability()} {self.layout}"
-        return text + (f" x{self.threads}" if self.threads > 1 else "")
+        return torch.backends.cpu.get_cpu_capability() + (f" x{self.threads}" if self.threads > 1 else "")
 
 
 def _train(*, model: Net, ghosts: GhostBatches, train_x: torch.Tensor, train_y: torch.Tensor,
@@ -364,7 +363,7 @@ def main(argv: list[str]) -> None:
     how = Plan.of(p.train, device, p.model.dropout)
     ghosts = f" in ghost batches of {p.train.ghost_batch} ({how.threads} at once)" if how.ghost_batches > 1 else ""
     print(f"device: {where['device']} ({where['device_name']}), {'bfloat16 autocast' if amp else 'float32'}"
-          f"{f', {how.layout} layout' if how.layout else ''}; {p.train.optimizer} lr {p.train.lr} "
+          f"{f', {how} kernels' if how.device == 'cpu' else ''}; {p.train.optimizer} lr {p.train.lr} "
           f"({p.train.schedule}), batch {p.train.batch_size}{ghosts}, up to {p.train.epochs} epochs", flush=True)
 
     # The history grows in reports/train as each epoch ends (an interrupted run may leave part of it: DVC

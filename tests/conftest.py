@@ -44,10 +44,10 @@ def project(tmp_path: Path, monkeypatch) -> Path:
     return tmp_path
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def dvc_repo(tmp_path_factory) -> tuple[Path, dict[str, str]]:
-    """A fresh git+DVC copy of this project on tiny data, `dvc repro` run once, and the env to run dvc in;
-    one per test module (tests/e2e.py)."""
+    """A fresh git+DVC copy of this project on tiny data, `dvc repro` run once, and the env to run dvc in
+    (tests/e2e.py); one for the whole session: the e2e tests add experiments and remotes, never remove any."""
     from tests.e2e import make_repo
 
     return make_repo(tmp_path_factory)

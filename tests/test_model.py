@@ -1,4 +1,3 @@
-import pytest
 import torch
 
 from stages.model import Net, ToChannelsLast
@@ -39,14 +38,13 @@ def test_dropout_rate_reaches_every_block_in_training_only() -> None:
     assert torch.equal(without(x), without(x))  # and with rate 0 nothing is dropped in training either
 
 
-@pytest.mark.parametrize("layout", ["split", "channels_last"])
-def test_cpu_layouts_compute_the_same_outputs_and_gradients(layout: str) -> None:
+def test_cpu_layout_computes_the_same_outputs_and_gradients() -> None:
     torch.manual_seed(0)
     nchw = Net()
     nhwc = Net()
     nhwc.load_state_dict(nchw.state_dict())
-    nhwc.to_cpu_layout(layout)
-    assert isinstance(nhwc.conv1[-1], ToChannelsLast) == (layout == "split")  # Conv1's block stays NCHW
+    nhwc.to_cpu_layout()
+    assert isinstance(nhwc.conv1[-1], ToChannelsLast)  # Conv1's block stays NCHW
     assert nhwc.conv2[0].weight.is_contiguous(memory_format=torch.channels_last)
     assert not nhwc.conv2[0].weight.is_contiguous()
     assert list(nhwc.state_dict()) == list(Net().state_dict())
@@ -68,7 +66,7 @@ def test_layout_boundary_changes_no_bit_and_no_checkpoint_key() -> None:
         block.to(memory_format=torch.channels_last)
     with_boundary = Net()
     with_boundary.load_state_dict(without.state_dict())
-    with_boundary.to_cpu_layout("split")
+    with_boundary.to_cpu_layout()
     assert list(with_boundary.state_dict()) == list(Net().state_dict())
     seen = []
     # The gradient the boundary hands back to Conv1's block (its ReLU's backward reads it with NCHW outputs).

@@ -5,13 +5,12 @@ from __future__ import annotations
 import hashlib
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
-from tests.e2e import run_queue, sh
+from tests.e2e import sh
 
 pytestmark = pytest.mark.e2e
 
@@ -114,27 +113,6 @@ def test_experiment_with_adam_compares_in_exp_show_and_plots_diff(dvc_repo) -> N
     assert "Accuracy per epoch" in html and "Test accuracy per digit" in html and "adam-e2e" in html
     assert "training_curves.png" in html
     assert len(list((repo / "plots_html" / "static").glob("*training_curves.png"))) == 2
-
-
-def test_queued_seed_sweep_runs_in_parallel_and_reports(dvc_repo) -> None:
-    repo, env = dvc_repo
-    sh(repo, "dvc", "exp", "run", "--queue", "-S", "train.seed=1,2", env=env)
-    run_queue(repo, env, jobs=2)
-    shown = json.loads(sh(repo, "dvc", "exp", "show", "--json", env=env))
-    runs = [rev["data"] for commit in shown for exp in (commit.get("experiments") or []) for rev in exp["revs"]]
-    seeds = {r["params"]["params.yaml"]["data"]["train"]["seed"]: r for r in runs}
-    assert {1, 2} <= set(seeds)
-    for seed in (1, 2):
-        metrics = seeds[seed]["metrics"]
-        assert "accuracy" in metrics["reports/metrics.json"]["data"]["test"]
-        assert metrics["reports/train/metrics.json"]["data"]["epochs_run"] == 2
-
-    table = sh(repo, sys.executable, "-m", "stages.report", env=env)
-    lines = table.strip().splitlines()
-    assert lines[0].startswith("| experiment | seed | test accuracy (%) |")
-    assert sum(1 for line in lines if line.startswith("| ") and not line.startswith("| **")) >= 4
-    assert [line.split("|")[1].strip() for line in lines[-6:-2]] == ["**mean**", "**std**", "**min**", "**max**"]
-    assert lines[-1].endswith("reach >= 99.41% test accuracy.")
 
 
 def test_remote_round_trip_and_artifact_by_name(dvc_repo, tmp_path) -> None:

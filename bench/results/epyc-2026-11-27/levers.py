@@ -29,7 +29,7 @@ def variant(layout: str, *, boundary: bool = True) -> Net:
     torch.manual_seed(0)
     net = Net()
     if layout == "split":
-        net.to_cpu_layout("split")
+        net.to_cpu_layout()
         if not boundary:
             del net.conv1[-1]  # to_cpu_layout's channels-last conversion after Conv1's block
     elif layout == "nhwc":
