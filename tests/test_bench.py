@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import sys
 import tempfile
@@ -75,3 +76,26 @@ def test_process_bench_splits_the_stage_and_times_the_reference(project: Path, m
     assert stage["loop_s"] < stage["train_seconds"] < stage["wall_s"]
     assert stage["precision"] == "fp32"
     assert f"| speed-up, median of side-by-side ratios | {result['median']['ratio']:.2f}x |" in capsys.readouterr().out
+
+
+def test_step_profile_counts_the_convolutions_flops_from_the_architecture_table(monkeypatch, capsys) -> None:
+    import torch
+
+    from bench import profile_step
+    from stages.model import Net
+
+    # Multiply-adds per image, forward, from README's table: output pixels x out channels x in channels x 9.
+    macs = 784 * 8 * 9 + 784 * 16 * 72 + 2 * 196 * 16 * 144 + 25 * 16 * 144 + 9 * 10 * 144
+    conv1 = 784 * 8 * 9
+    flops = profile_step.conv_flops(Net(), torch.randn(2, 1, 28, 28))
+    assert sum(f["forward"] for f in flops.values()) == 2 * 2 * macs
+    # Backward: weight gradients of all six, input gradients of all but Conv1 (its input is the image).
+    assert sum(f["backward"] for f in flops.values()) == 2 * 2 * (2 * macs - conv1)
+
+    monkeypatch.setattr(sys, "argv", ["bench.profile_step", "--steps", "2", "--rounds", "1"])
+    monkeypatch.setattr(profile_step, "gemm_gflops", functools.partial(profile_step.gemm_gflops, size=512))
+    profile_step.main()
+    out = capsys.readouterr().out
+    for row in ("| conv1 |", "| conv6 |", "| pooling |", "| optimizer |", "| convolution |", "| batchnorm |"):
+        assert row in out
+    assert "of this host's GEMM rate" in out

@@ -1,6 +1,6 @@
 """Where a CPU training step's time goes: per layer and per kind of op, forward and backward.
 
-    python -m bench.profile [--batch-size 64] [--threads N] [--layout split|channels_last] [--json FILE]
+    python -m bench.profile_step [--batch-size 64] [--threads N] [--layout split|channels_last] [--json FILE]
 
 One fp32 step of the train stage (Net in its CPU layout, Net.to_cpu_layout();
 `--layout channels_last` for all-NHWC instead; label-smoothed cross-entropy,
@@ -16,7 +16,7 @@ in it; what the step spends outside ops (Python, autograd's engine) is the
 uninstrumented step less the ops' sum.
 
 To see another CPU class on this one, cap the kernels:
-`ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2 python -m bench.profile`.
+`ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2 python -m bench.profile_step`.
 """
 
 from __future__ import annotations
@@ -47,9 +47,9 @@ KINDS = {"convolution": "convolution", "convolution_backward": "convolution",
          "_fused_sgd_": "optimizer"}
 
 
-def gemm_gflops(repeats: int = 10) -> float:
-    """This host's fp32 GEMM rate on the current threads: median of `repeats` 2048 x 2048 torch.mm."""
-    a, b = torch.randn(2048, 2048), torch.randn(2048, 2048)
+def gemm_gflops(size: int = 2048, repeats: int = 10) -> float:
+    """This host's fp32 GEMM rate on the current threads: median of `repeats` size x size torch.mm."""
+    a, b = torch.randn(size, size), torch.randn(size, size)
     for _ in range(3):
         a @ b
     times = []
@@ -57,7 +57,7 @@ def gemm_gflops(repeats: int = 10) -> float:
         start = time.perf_counter()
         a @ b
         times.append(time.perf_counter() - start)
-    return 2 * 2048 ** 3 / statistics.median(times) / 1e9
+    return 2 * size ** 3 / statistics.median(times) / 1e9
 
 
 def conv_flops(net: Net, x: torch.Tensor) -> dict[str, dict[str, float]]:
