@@ -51,3 +51,10 @@ def dvc_repo(tmp_path_factory) -> tuple[Path, dict[str, str]]:
     from tests.e2e import make_repo
 
     return make_repo(tmp_path_factory)
+
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The slowest tests first, so that the two test processes (pyproject.toml) end at about the same time."""
+    first = ("test_sweeps_e2e.py", "test_pipeline_e2e.py")
+    items.sort(key=lambda item: first.index(item.path.name) if item.path.name in first else len(first))

@@ -171,17 +171,14 @@ def test_sigterm_and_kill_during_training_leave_no_model_and_a_rerun_matches(pro
             assert "interrupted: no output was completed" in err and "Traceback" not in err
             assert not list(project.rglob("*.tmp"))
 
-    # A clean rerun after the kill gives exactly the model and metrics of another
-    # clean run: the same bytes, so dvc.lock records the same hashes.
+    # A clean rerun after the kill gives exactly the model of another clean run:
+    # the same bytes, so dvc.lock records the same hash (and evaluate the same metrics).
     set_param(project, "train.epochs", 2)
     runs = []
     for _ in range(2):
-        for module in ("stages.train", "stages.evaluate"):
-            proc = _stage(project, module)
-            _, err = proc.communicate(timeout=300)
-            assert proc.returncode == 0, err
-        runs.append(((project / "models" / "model.pt").read_bytes(),
-                     (project / "reports" / "metrics.json").read_text()))
+        proc = _stage(project, "stages.train")
+        _, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0, err
+        runs.append(model.read_bytes())
         shutil.rmtree(project / "models")
-    assert runs[0][1] == runs[1][1]
-    assert runs[0][0] == runs[1][0]
+    assert runs[0] == runs[1]

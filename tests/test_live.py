@@ -42,7 +42,8 @@ def test_each_epoch_is_in_the_history_and_summary_as_soon_as_it_ends(project: Pa
         assert not (project / "models" / "model.pt").exists()
         seen.append(epoch)
     assert proc.wait(timeout=120) == 0, proc.stderr.read()
-    assert seen == [1, 2, 3, 4]
+    assert seen == [1, 2, 3, 4]  # one line an epoch in a log: no progress bar off a terminal
+    assert "img/s" not in proc.stderr.read()
 
     # At the end the summary holds what a person compares across runs, and the model is there.
     final = json.loads(summary.read_text())
@@ -94,14 +95,9 @@ def run_on_a_terminal(project: Path, module: str) -> str:
     return shown.decode(errors="replace")
 
 
-def test_a_terminal_shows_progress_within_the_epoch_and_a_log_one_line_an_epoch(project: Path) -> None:
+def test_a_terminal_shows_progress_within_the_epoch(project: Path) -> None:
+    # (Off a terminal there is no bar: the test above reads a log.)
     set_param(project, "train.epochs", 2)
     shown = run_on_a_terminal(project, "stages.train")
     assert "epoch 1/2:" in shown and "img/s]" in shown  # tqdm's bar: images done, images/s, time left
     assert "epoch  1/2  train loss" in shown and "epoch  2/2  train loss" in shown
-    logged = subprocess.run([sys.executable, "-m", "stages.train"], cwd=project, capture_output=True, text=True,
-                            env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=120)
-    assert logged.returncode == 0, logged.stderr
-    assert "img/s" not in logged.stdout + logged.stderr
-    epochs = [line[:10] for line in logged.stdout.splitlines() if line.startswith("epoch")]
-    assert epochs == ["epoch  1/2", "epoch  2/2"]

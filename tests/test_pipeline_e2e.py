@@ -12,7 +12,7 @@ import torch
 
 from tests.e2e import sh
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("pipeline_e2e")]  # one test process, one repository
 
 
 def test_repro_writes_every_output(dvc_repo) -> None:

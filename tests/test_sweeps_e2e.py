@@ -15,15 +15,18 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e import run_queue, sh, start_queue
+from tests.e2e import sh, start_queue, wait_queue
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("sweeps_e2e")]  # one test process, one repository
 
 
 def experiments(repo: Path, env: dict[str, str]) -> dict[str, dict]:
     """`dvc exp show --json`'s experiments by name: params, metrics and output hashes under "data", and
     "state" (queued, running, success, failed) from the executor that ran it, if any."""
-    shown = json.loads(sh(repo, "dvc", "exp", "show", "--json", env=env))
+    return by_name(json.loads(sh(repo, "dvc", "exp", "show", "--json", env=env)))
+
+
+def by_name(shown: list[dict]) -> dict[str, dict]:
     return {rev["name"]: {**rev, "state": (exp.get("executor") or {}).get("state")}
             for commit in shown for exp in (commit.get("experiments") or []) for rev in exp["revs"] if rev.get("name")}
 
@@ -34,7 +37,34 @@ def machine(server: Path, path: Path, env: dict[str, str]) -> Path:
     return path
 
 
-def test_two_machines_publish_sweeps_and_a_third_pulls_them_all(dvc_repo, tmp_path) -> None:
+def watch(repo: Path, env: dict[str, str], name: str) -> list[int]:
+    """Poll `dvc exp show` until experiment `name` ends; the epochs (`step`) it showed while running.
+
+    A poll may fail while a queued run's temporary workspace comes or goes ("failed to show
+    experiments - directory '.../.dvc/tmp/exps/tmp.../.dvc' does not exist", seen once here
+    with two queues at work): as a user would, it asks again, a few times at most.
+    """
+    steps, state, failed_polls = [], None, 0
+    deadline = time.monotonic() + 400
+    while state not in ("success", "failed") and time.monotonic() < deadline:
+        shown = subprocess.run(["dvc", "exp", "show", "--json"], cwd=repo, env=env, capture_output=True, text=True,
+                               timeout=120)
+        if shown.returncode != 0:
+            assert "failed to show experiments" in shown.stderr and failed_polls < 3, shown.stderr
+            failed_polls += 1
+            time.sleep(1)
+            continue
+        exp = by_name(json.loads(shown.stdout)).get(name, {})
+        state = exp.get("state")
+        summary = ((exp.get("data") or {}).get("metrics") or {}).get("reports/train/metrics.json", {}).get("data", {})
+        if state == "running" and "step" in summary:
+            steps.append(summary["step"])
+        time.sleep(1)  # each poll takes seconds of a CPU the experiments need
+    assert state == "success", sh(repo, "dvc", "queue", "logs", name, env=env)
+    return steps
+
+
+def test_two_machines_publish_sweeps_watched_as_they_run_and_a_third_pulls_them_all(dvc_repo, tmp_path) -> None:
     repo, env = dvc_repo
     server, remote = tmp_path / "server.git", tmp_path / "dvc-remote"
     sh(repo, "dvc", "remote", "add", "-d", "team", str(remote), env=env)
@@ -42,10 +72,29 @@ def test_two_machines_publish_sweeps_and_a_third_pulls_them_all(dvc_repo, tmp_pa
     sh(repo, "dvc", "push", env=env)
     sh(tmp_path, "git", "clone", "-q", "--bare", str(repo), str(server), env=env)
 
-    # Machine A: its own queue, then publishes its experiments with `dvc exp push`.
+    # Machine A: its own queue of two, two workers at once; it publishes with `dvc exp push` afterwards.
     a = machine(server, tmp_path / "a", env)
     sh(a, "dvc", "exp", "run", "--queue", "-S", "train.seed=3,4", env=env)
-    run_queue(a, env, jobs=2)  # two workers at once
+    # Machine B, at the same time: pushes each experiment as it finishes (exp.auto_push), Git refs and DVC
+    # outputs; its one experiment trains long enough to be watched while it runs.
+    b = machine(server, tmp_path / "b", env)
+    sh(b, "dvc", "config", "--local", "exp.auto_push", "true", env=env)
+    sh(b, "dvc", "config", "--local", "exp.git_remote", "origin", env=env)
+    epochs = 40  # on 2 cores a poll of `dvc exp show` took as long as 3-4 epochs: some 10 polls while it runs
+    sh(b, "dvc", "exp", "run", "--queue", "-n", "long-e2e", "-S", "train.seed=5", "-S", f"train.epochs={epochs}",
+       env=env)
+    start_queue(a, env, jobs=2)
+    start_queue(b, env, jobs=1)
+
+    # While B's experiment ran, `dvc exp show` read its workspace and saw the epochs as they ended.
+    steps = watch(b, env, "long-e2e")
+    assert steps and steps == sorted(steps) and 1 <= steps[0] < epochs, steps
+    final = experiments(b, env)["long-e2e"]["data"]["metrics"]["reports/train/metrics.json"]["data"]
+    assert final["epochs_run"] == epochs and "step" not in final  # at the end, the summary
+    logs = sh(b, "dvc", "queue", "logs", "long-e2e", env=env)
+    assert f"epoch  1/{epochs}" in logs and f"epoch {epochs}/{epochs}" in logs
+
+    wait_queue(a, env, tasks=2)  # done by now, or soon
     for exp in experiments(a, env).values():
         assert "accuracy" in exp["data"]["metrics"]["reports/metrics.json"]["data"]["test"]
         assert exp["data"]["metrics"]["reports/train/metrics.json"]["data"]["epochs_run"] == 2
@@ -55,25 +104,17 @@ def test_two_machines_publish_sweeps_and_a_third_pulls_them_all(dvc_repo, tmp_pa
                             capture_output=True, text=True, timeout=120)
     assert failed.returncode != 0 and "ERROR" in failed.stderr and "Traceback" not in failed.stderr
     assert len(experiments(a, env)) == 2
-
-    # Machine B: pushes each experiment as it finishes (exp.auto_push), Git refs and DVC outputs.
-    b = machine(server, tmp_path / "b", env)
-    sh(b, "dvc", "config", "--local", "exp.auto_push", "true", env=env)
-    sh(b, "dvc", "config", "--local", "exp.git_remote", "origin", env=env)
-    sh(b, "dvc", "exp", "run", "--queue", "-S", "train.seed=5,6", env=env)
-    run_queue(b, env, jobs=2)
     from_b = experiments(b, env)
-    assert len(from_b) == 2
     on_server = sh(b, "dvc", "exp", "list", "origin", "--name-only", env=env).split()
-    assert set(from_b) <= set(on_server) and len(on_server) == 4
+    assert list(from_b) == ["long-e2e"] and set(on_server) == set(from_b) | set(experiments(a, env))
 
-    # Machine C: pulls everything and sees all four, summarised as one sweep.
+    # Machine C: pulls everything and sees all three, summarised as one sweep.
     c = machine(server, tmp_path / "c", env)
     sh(c, "dvc", "exp", "pull", "origin", env=env)
     pulled = experiments(c, env)
-    assert len(pulled) == 4
+    assert len(pulled) == 3
     seeds = sorted(e["data"]["params"]["params.yaml"]["data"]["train"]["seed"] for e in pulled.values())
-    assert seeds == [3, 4, 5, 6]
+    assert seeds == [3, 4, 5]
     table = sh(c, sys.executable, "-m", "stages.report", env=env)
     assert table.startswith("| experiment | seed | test accuracy (%) |")
     rows = [line for line in table.splitlines() if line.startswith("| ") and not line.startswith(("| **", "| exp"))]
@@ -81,33 +122,10 @@ def test_two_machines_publish_sweeps_and_a_third_pulls_them_all(dvc_repo, tmp_pa
     assert all(" cpu (" in r for r in rows)
     assert [line.split("|")[1].strip() for line in table.splitlines() if line.startswith("| **")] == [
         "**mean**", "**std**", "**min**", "**max**"]
-    assert table.strip().splitlines()[-1].endswith(" of 4 reach >= 99.41% test accuracy.")
+    assert table.strip().splitlines()[-1].endswith(" of 3 reach >= 99.41% test accuracy.")
 
-    # One of B's experiments, applied on C with its outputs pulled: exactly the model B produced.
-    name = sorted(from_b)[0]
-    produced = from_b[name]["data"]["outs"]["models/model.pt"]["hash"]
-    sh(c, "dvc", "exp", "apply", name, env=env)
+    # B's experiment, applied on C with its outputs pulled: exactly the model B produced.
+    produced = from_b["long-e2e"]["data"]["outs"]["models/model.pt"]["hash"]
+    sh(c, "dvc", "exp", "apply", "long-e2e", env=env)
     sh(c, "dvc", "pull", env=env)
     assert hashlib.md5((c / "models" / "model.pt").read_bytes()).hexdigest() == produced
-
-
-def test_a_running_experiment_shows_its_latest_epoch(dvc_repo) -> None:
-    repo, env = dvc_repo
-    epochs = 40  # a poll of `dvc exp show` took as long as 3-4 epochs on 2 cores: some 10 polls while it runs
-    sh(repo, "dvc", "exp", "run", "--queue", "-n", "long-e2e", "-S", f"train.epochs={epochs}", env=env)
-    start_queue(repo, env, jobs=1)
-    steps, state = [], None
-    deadline = time.monotonic() + 300
-    while state not in ("success", "failed") and time.monotonic() < deadline:
-        exp = experiments(repo, env).get("long-e2e", {})
-        state = exp.get("state")
-        summary = ((exp.get("data") or {}).get("metrics") or {}).get("reports/train/metrics.json", {}).get("data", {})
-        if state == "running" and "step" in summary:
-            steps.append(summary["step"])
-    # While it ran, `dvc exp show` read its workspace and saw the epochs as they ended; at the end, the summary.
-    assert state == "success"
-    assert steps and steps == sorted(steps) and 1 <= steps[0] < epochs, steps
-    final = experiments(repo, env)["long-e2e"]["data"]["metrics"]["reports/train/metrics.json"]["data"]
-    assert final["epochs_run"] == epochs and "step" not in final
-    logs = sh(repo, "dvc", "queue", "logs", "long-e2e", env=env)
-    assert f"epoch  1/{epochs}" in logs and f"epoch {epochs}/{epochs}" in logs
