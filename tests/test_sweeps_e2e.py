@@ -40,9 +40,11 @@ def machine(server: Path, path: Path, env: dict[str, str]) -> Path:
 def watch(repo: Path, env: dict[str, str], name: str) -> list[int]:
     """Poll `dvc exp show` until experiment `name` ends; the epochs (`step`) it showed while running.
 
-    A poll may fail while a queued run's temporary workspace comes or goes ("failed to show
-    experiments - directory '.../.dvc/tmp/exps/tmp.../.dvc' does not exist", seen once here
-    with two queues at work): as a user would, it asks again, a few times at most.
+    A poll may fail while a queued run's temporary files under .dvc/tmp/exps/ come or go, seen
+    here with two queues at work: "failed to show experiments - directory '.../.dvc/tmp/exps/
+    tmp.../.dvc' does not exist" and "unexpected error - [Errno 2] No such file or directory:
+    '.../.dvc/tmp/exps/run/<rev>/<rev>.run'". As a user would, it asks again, a few times at most;
+    any other failure fails the test.
     """
     steps, state, failed_polls = [], None, 0
     deadline = time.monotonic() + 400
@@ -50,7 +52,7 @@ def watch(repo: Path, env: dict[str, str], name: str) -> list[int]:
         shown = subprocess.run(["dvc", "exp", "show", "--json"], cwd=repo, env=env, capture_output=True, text=True,
                                timeout=120)
         if shown.returncode != 0:
-            assert "failed to show experiments" in shown.stderr and failed_polls < 3, shown.stderr
+            assert "/.dvc/tmp/exps/" in shown.stderr and failed_polls < 5, shown.stderr
             failed_polls += 1
             time.sleep(1)
             continue
