@@ -94,10 +94,6 @@ class Train(_Section):
     schedule: Literal["constant", "onecycle", "cosine"] = Field(
         "onecycle", description="constant: lr throughout; onecycle: warm up to lr, anneal to about 0; cosine: "
         "cosine decay from lr to 0 over the epochs.")
-    ghost_batch: int = Field(
-        0, ge=0, le=MNIST_TRAIN_SIZE, description="Images per BatchNorm statistics group ('ghost batch'): a step on "
-        "batch_size images normalizes each group of ghost_batch with its own statistics and averages their "
-        "gradients; must divide batch_size. On a CPU the groups run at once, a thread each; 0 = the whole batch.")
     label_smoothing: Fraction = Field(0.1, description="Of the training targets only; validation and test losses "
                                       "are plain cross-entropy.")
     target_accuracy: Annotated[float, Field(gt=0.0, le=1.0)] | None = Field(
@@ -130,9 +126,6 @@ class Params(_Section):
         if self.train.batch_size > left:
             raise PydanticCustomError("params", "train.batch_size: must be at most the training set left after "
                                       "the hold-out ({left} images)", {"left": left})
-        if self.train.ghost_batch and self.train.batch_size % self.train.ghost_batch:
-            raise PydanticCustomError("params", "train.ghost_batch: must divide train.batch_size ({batch}), or be 0",
-                                      {"batch": self.train.batch_size})
         return self
 
 

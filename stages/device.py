@@ -54,6 +54,12 @@ def device_info(device: torch.device) -> dict[str, str]:
     return {"device": f"cuda:{physical}", "device_name": torch.cuda.get_device_name(index)}
 
 
+def cpu_kernels(device: torch.device) -> str:
+    """For the summary: the CPU kernels PyTorch dispatches to here ('AVX2', 'AVX512'; ATEN_CPU_CAPABILITY caps
+    them), '-' off the CPU."""
+    return torch.backends.cpu.get_cpu_capability() if device.type == "cpu" else "-"
+
+
 def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
     """bfloat16 for autocast when asked for, or when `auto` on a CPU that does it natively; else None (fp32).
 

@@ -22,9 +22,8 @@ import torch.nn.functional as F
 
 from stages import atomic, config, data, paths
 from stages.cli import run
-from stages.device import autocast_dtype, device_info, resolve_device
+from stages.device import autocast_dtype, cpu_kernels, device_info, resolve_device
 from stages.errors import StageError
-from stages.ghost import GhostBatches
 from stages.infer import score
 from stages.model import Net
 
@@ -89,32 +88,23 @@ def make_scheduler(optimizer: torch.optim.Optimizer, cfg: config.Train,
     return torch.optim.lr_scheduler.ConstantLR(optimizer, factor=1.0, total_iters=0)
 
 
-def make_step(*, ghosts: GhostBatches, optimizer: torch.optim.Optimizer, amp_dtype: torch.dtype | None,
+def make_step(*, model: torch.nn.Module, optimizer: torch.optim.Optimizer, amp_dtype: torch.dtype | None,
               label_smoothing: float, loss_sum: torch.Tensor, correct: torch.Tensor
               ) -> Callable[[torch.Tensor, torch.Tensor], None]:
-    """One optimizer step on a batch; the batch's mean loss and its correct count are added to the two sums.
+    """One optimizer step on a batch; the batch's loss and correct count are added to the two sums in place."""
+    device_type = loss_sum.device.type
 
-    The batch is split into len(ghosts) equal ghost batches, one per replica (one: the whole batch).
-    """
-    device_type, k = loss_sum.device.type, len(ghosts)
-
-    def one_pass(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def step(x: torch.Tensor, y: torch.Tensor) -> None:
         # No cast cache: each weight is cast once per forward anyway, and a CUDA graph may not keep one.
         with torch.autocast(device_type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None,
                             cache_enabled=False):
             out = model(x)
         loss = F.cross_entropy(out.float(), y, label_smoothing=label_smoothing)
-        (loss / k).backward()  # the batch's loss is the mean of its ghost batches' (1: exactly loss)
-        return loss.detach(), (out.argmax(1) == y).sum()
-
-    def step(x: torch.Tensor, y: torch.Tensor) -> None:
-        ghosts.zero_grad()
-        results = ghosts.run(one_pass, x, y)
-        ghosts.gather_gradients()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
         optimizer.step()
-        for loss, right in results:
-            loss_sum.add_(loss / k)
-            correct.add_(right)
+        loss_sum.add_(loss.detach())
+        correct.add_((out.argmax(1) == y).sum())
     return step
 
 
@@ -173,45 +163,6 @@ def train(*, train_x: torch.Tensor, train_y: torch.Tensor, val_x: torch.Tensor, 
     model = Net(dropout=dropout).to(device)
     if device.type == "cpu":
         model.to_cpu_layout()
-    how = Plan.of(cfg, device, dropout)
-    with GhostBatches(model, how.ghost_batches, threads=how.threads) as ghosts:
-        return _train(model=model, ghosts=ghosts, train_x=train_x, train_y=train_y, val_x=val_x, val_y=val_y,
-                      cfg=cfg, generator=generator, cuda_graph=cuda_graph, on_epoch=on_epoch,
-                      on_progress=on_progress)
-
-
-def ghost_threads(k: int, device: torch.device, dropout: float) -> int:
-    """How many of a step's k ghost batches run at once: all of them on a CPU with k threads or more and no
-    dropout (stages/ghost.py says why), else 1."""
-    return k if device.type == "cpu" and dropout == 0 and torch.get_num_threads() >= k else 1
-
-
-@dataclass(frozen=True)
-class Plan:
-    """How this machine runs the training step: chosen per host, the function computed is the same."""
-
-    device: str  # torch.device.type
-    ghost_batches: int  # per step (1: BatchNorm over the whole batch)
-    threads: int  # ghost batches run at once
-
-    @classmethod
-    def of(cls, cfg: config.Train, device: torch.device, dropout: float) -> Plan:
-        k = cfg.batch_size // cfg.ghost_batch if cfg.ghost_batch else 1
-        return cls(device=device.type, ghost_batches=k, threads=ghost_threads(k, device, dropout))
-
-    def __str__(self) -> str:
-        """For the summary: the CPU kernels PyTorch picked here ('AVX2', 'AVX512'), ' x2' for two ghost
-        batches at once; '-' off the CPU."""
-        if self.device != "cpu":
-            return "-"
-        return torch.backends.cpu.get_cpu_capability() + (f" x{self.threads}" if self.threads > 1 else "")
-
-
-def _train(*, model: Net, ghosts: GhostBatches, train_x: torch.Tensor, train_y: torch.Tensor,
-           val_x: torch.Tensor, val_y: torch.Tensor, cfg: config.Train, generator: torch.Generator,
-           cuda_graph: bool, on_epoch: Callable[[dict[str, float]], None],
-           on_progress: Callable[[int, int], None]) -> Result:
-    device = train_x.device
     optimizer = make_optimizer(model, cfg, device)
     # Whole batches only: a last batch of one image would break BatchNorm.
     steps_per_epoch = len(train_x) // cfg.batch_size
@@ -221,7 +172,7 @@ def _train(*, model: Net, ghosts: GhostBatches, train_x: torch.Tensor, train_y: 
     # Sums stay on the device: one host sync per epoch, not per step.
     loss_sum = torch.zeros((), device=device)
     correct = torch.zeros((), device=device, dtype=torch.long)
-    step = make_step(ghosts=ghosts, optimizer=optimizer, amp_dtype=autocast_dtype(cfg.precision, device),
+    step = make_step(model=model, optimizer=optimizer, amp_dtype=autocast_dtype(cfg.precision, device),
                      label_smoothing=cfg.label_smoothing, loss_sum=loss_sum, correct=correct)
     if cuda_graph and device.type == "cuda":
         step = cuda_graphed(step)
@@ -233,7 +184,7 @@ def _train(*, model: Net, ghosts: GhostBatches, train_x: torch.Tensor, train_y: 
     stopped_because, best, since_best = "epochs", (-1.0, 0.0), 0
     for epoch in range(1, cfg.epochs + 1):
         start = time.perf_counter()
-        ghosts.train()
+        model.train()
         lr = float(optimizer.param_groups[0]["lr"])
         loss_sum.zero_()
         correct.zero_()
@@ -245,12 +196,10 @@ def _train(*, model: Net, ghosts: GhostBatches, train_x: torch.Tensor, train_y: 
             if augmenting:
                 xs = data.augment(xs, rotate=aug.rotate, translate=aug.translate, scale=aug.scale,
                                   generator=generator)
-            with ghosts.stepping():
-                for i in range(0, len(batches), cfg.batch_size):
-                    step(xs[i:i + cfg.batch_size], ys[i:i + cfg.batch_size])
-                    scheduler.step()
+            for i in range(0, len(batches), cfg.batch_size):
+                step(xs[i:i + cfg.batch_size], ys[i:i + cfg.batch_size])
+                scheduler.step()
             on_progress(first + len(batches), seen)
-        ghosts.average_batchnorm_statistics()
         val_accuracy, val_loss = score(model, val_x, val_y)
         record = {"epoch": epoch, "train_loss": loss_sum.item() / steps_per_epoch,
                   "train_accuracy": correct.item() / seen, "val_loss": val_loss, "val_accuracy": val_accuracy,
@@ -360,11 +309,10 @@ def main(argv: list[str]) -> None:
           f"training on {len(train_x)}")
     amp = autocast_dtype(p.train.precision, device)
     where = device_info(device)
-    how = Plan.of(p.train, device, p.model.dropout)
-    ghosts = f" in ghost batches of {p.train.ghost_batch} ({how.threads} at once)" if how.ghost_batches > 1 else ""
+    kernels = cpu_kernels(device)
     print(f"device: {where['device']} ({where['device_name']}), {'bfloat16 autocast' if amp else 'float32'}"
-          f"{f', {how} kernels' if how.device == 'cpu' else ''}; {p.train.optimizer} lr {p.train.lr} "
-          f"({p.train.schedule}), batch {p.train.batch_size}{ghosts}, up to {p.train.epochs} epochs", flush=True)
+          f"{f', {kernels} kernels' if device.type == 'cpu' else ''}; {p.train.optimizer} lr {p.train.lr} "
+          f"({p.train.schedule}), batch {p.train.batch_size}, up to {p.train.epochs} epochs", flush=True)
 
     # The history grows in reports/train as each epoch ends (an interrupted run may leave part of it: DVC
     # records no failed stage, and the next run starts it afresh); the model is written once, at the end.
@@ -390,7 +338,7 @@ def main(argv: list[str]) -> None:
     # What a person compares across runs; the per-epoch values stay in the history.
     summary = {"epochs_run": result.epochs_run, "saved_epoch": result.saved_epoch,
                "saved_val_accuracy": result.saved_accuracy, "train_seconds": round(seconds, 2),
-               **where, "precision": "bf16" if amp else "fp32", "kernels": str(how)}
+               **where, "precision": "bf16" if amp else "fp32", "kernels": kernels}
     print(f"stopped: {result.stopped_because} after {result.epochs_run} epochs, {seconds:.1f} s; saved epoch "
           f"{result.saved_epoch} ({p.train.selection}), validation accuracy {result.saved_accuracy:.2%}")
     write_outputs(result=result, summary=summary, summary_text=summary_text, all_params=p.model_dump())

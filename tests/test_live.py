@@ -50,7 +50,7 @@ def test_each_epoch_is_in_the_history_and_summary_as_soon_as_it_ends(project: Pa
     assert set(final) == {"epochs_run", "saved_epoch", "saved_val_accuracy", "train_seconds", "device",
                           "device_name", "precision", "kernels"}
     assert final["epochs_run"] == 4 and final["device"] == "cpu" and final["precision"] == "fp32"
-    # What this machine ran: PyTorch's CPU kernels (no ghost batches by default).
+    # What this machine ran: the CPU kernels PyTorch dispatched to (AVX2 here, AVX512 on others).
     assert final["kernels"] == torch.backends.cpu.get_cpu_capability()
     assert final["device_name"] == cpu_model() != ""
     assert history_steps(project, "val/accuracy") == [1, 2, 3, 4]

@@ -53,7 +53,6 @@ def test_unknown_key_is_named_with_the_closest_valid_one(dotted: str, suggestion
     ("train.momentum", 1.0, "train.momentum: must be a number in [0, 1)"),
     ("train.patience", -1, "train.patience: must be an integer >= 0 (0 turns it off)"),
     ("train.patience", 0.5, "train.patience: must be an integer, got 0.5"),
-    ("train.ghost_batch", 24, "train.ghost_batch: must divide train.batch_size (64), or be 0"),
     ("model.dropout", 1.0, "model.dropout: must be a number in [0, 1)"),
     ("model.dropout", -0.1, "model.dropout: must be a number in [0, 1)"),
     ("train.target_accuracy", 0, "train.target_accuracy: must be null or a number in (0, 1]"),

@@ -1,8 +1,13 @@
+import os
+import platform
+import subprocess
+import sys
+
 import pytest
 import torch
 
 from stages import config, data
-from stages.device import autocast_dtype, resolve_device
+from stages.device import autocast_dtype, cpu_kernels, resolve_device
 from stages.errors import StageError
 from stages.infer import score, score_weights
 from stages.model import Net
@@ -107,6 +112,18 @@ def test_auto_precision_is_fp32_on_cuda_and_asked_for_precisions_are_kept() -> N
     assert autocast_dtype("bf16", torch.device("cuda")) is torch.bfloat16
     assert autocast_dtype("fp32", torch.device("cpu")) is None
     assert autocast_dtype("auto", torch.device("mps")) is None
+
+
+@pytest.mark.skipif(platform.machine() not in ("x86_64", "AMD64"), reason="the ISA caps are x86's")
+def test_per_host_choices_follow_the_isa_caps_so_any_x86_host_can_run_the_avx2_path() -> None:
+    # ONEDNN_MAX_CPU_ISA and ATEN_CPU_CAPABILITY cap what PyTorch uses; the choices read the ISA through it.
+    probe = ("import torch; from stages.device import autocast_dtype, cpu_kernels; cpu = torch.device('cpu'); "
+             "print(cpu_kernels(cpu), autocast_dtype('auto', cpu))")
+    for cap, kernels in (("avx2", "AVX2"), ("default", "DEFAULT")):
+        env = {**os.environ, "ONEDNN_MAX_CPU_ISA": "AVX2", "ATEN_CPU_CAPABILITY": cap}
+        out = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, check=True)
+        assert out.stdout.split() == [kernels, "None"]  # fp32: no native bf16 below AVX-512
+    assert cpu_kernels(torch.device("cuda")) == "-"
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
