@@ -66,8 +66,8 @@ def plot_curves(history: dict[str, list[tuple[int, float]]], path: Path, dpi: in
     stays well above the validation's plain cross-entropy however good the model gets.
     """
     labels = {("train", "accuracy"): "training (augmented batches)", ("val", "accuracy"): "validation (hold-out)",
-              ("train", "loss"): "training: label-smoothed cross-entropy, augmented batches",
-              ("val", "loss"): "validation: cross-entropy, hold-out"}
+              ("train", "loss"): "training (label-smoothed cross-entropy)",
+              ("val", "loss"): "validation (plain cross-entropy)"}
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
     for ax, metric in zip(axes, ("accuracy", "loss"), strict=True):
         for split in ("train", "val"):
@@ -79,7 +79,7 @@ def plot_curves(history: dict[str, list[tuple[int, float]]], path: Path, dpi: in
         ax.set_ylabel("accuracy (%)" if metric == "accuracy" else "cross-entropy loss")
         ax.set_title(f"{metric.capitalize()} per epoch")
         ax.grid(alpha=0.3)
-        ax.legend()
+        ax.legend(loc="lower right" if metric == "accuracy" else "upper right")
     axes[0].set_ylim(top=100)
     axes[1].set_yscale("log")
     fig.tight_layout()

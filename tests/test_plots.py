@@ -23,6 +23,21 @@ def test_history_is_read_per_split_and_metric(tmp_path: Path) -> None:
     assert history["val/accuracy"] == [(1, 0.91), (2, 0.92), (3, 0.93)]
 
 
+def test_loss_legend_says_the_training_loss_is_label_smoothed_and_hides_no_tick_label(tmp_path: Path,
+                                                                                     monkeypatch) -> None:
+    # The training curve sits near 0.55 and validation near 0.12: the legend must say why.
+    write_history(tmp_path)
+    figures = []
+    monkeypatch.setattr(plots, "_save", lambda fig, path, dpi: figures.append(fig))
+    plots.plot_curves(plots.read_history(tmp_path), tmp_path / "curves.png", dpi=40)
+    loss_axes = figures[0].axes[1]
+    labels = [t.get_text() for t in loss_axes.get_legend().get_texts()]
+    assert labels == ["training (label-smoothed cross-entropy)", "validation (plain cross-entropy)"]
+    figures[0].canvas.draw()
+    legend = loss_axes.get_legend().get_window_extent()
+    assert legend.x0 >= loss_axes.get_window_extent().x0  # inside the axes, clear of the y tick labels
+
+
 def test_confusion_counts_are_actual_by_predicted() -> None:
     rows = [{"index": 0, "actual": 3, "predicted": 5, "probability": 0.6},
             {"index": 1, "actual": 3, "predicted": 3, "probability": 0.9},
