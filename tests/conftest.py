@@ -14,6 +14,14 @@ from tests.helpers import REPO, make_images, write_dataset
 
 os.environ.setdefault("DVC_NO_ANALYTICS", "1")
 
+# Each of xdist's test processes gets its share of the cores, for itself and the stage processes it starts
+# (OMP_NUM_THREADS): two processes of two threads each on two cores made a 12 s training test take 130 s.
+_workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+if _workers > 1:
+    _threads = max(1, (os.cpu_count() or 1) // _workers)
+    os.environ["OMP_NUM_THREADS"] = str(_threads)
+    torch.set_num_threads(_threads)
+
 
 @pytest.fixture
 def dataset(tmp_path: Path) -> tuple[Path, dict[str, str]]:
