@@ -74,4 +74,8 @@ def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
         return torch.bfloat16
     if device.type == "cuda":
         return None
-    return torch.bfloat16 if torch.ops.mkldnn._is_mkldnn_bf16_supported() else None
+    # Native bf16 only (AVX512-BF16 or AMX, as cpuinfo reports them): AVX-512 without it (Skylake, Cascade
+    # Lake) emulates bf16, and was never measured faster here. oneDNN's own check follows ONEDNN_MAX_CPU_ISA,
+    # so under the AVX2 cap any x86 host trains in fp32, as an AVX2 CPU does.
+    native = torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+    return torch.bfloat16 if native and torch.ops.mkldnn._is_mkldnn_bf16_supported() else None

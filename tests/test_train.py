@@ -114,15 +114,30 @@ def test_auto_precision_is_fp32_on_cuda_and_asked_for_precisions_are_kept() -> N
     assert autocast_dtype("auto", torch.device("mps")) is None
 
 
+@pytest.mark.parametrize("avx512_bf16, amx, onednn, expected", [
+    (True, True, True, torch.bfloat16),  # an AMX Xeon
+    (True, False, True, torch.bfloat16),  # an AVX512-BF16 EPYC
+    (False, False, True, None),  # AVX-512 that only emulates bf16 (Skylake, Cascade Lake)
+    (True, True, False, None),  # oneDNN capped below AVX-512 (ONEDNN_MAX_CPU_ISA=AVX2)
+    (False, False, False, None),  # AVX2
+])
+def test_auto_precision_on_a_cpu_is_bf16_only_where_it_is_native_and_onednn_uses_it(
+        monkeypatch, avx512_bf16: bool, amx: bool, onednn: bool, expected: torch.dtype | None) -> None:
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx)
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: onednn)
+    assert autocast_dtype("auto", torch.device("cpu")) is expected
+
+
 @pytest.mark.skipif(platform.machine() not in ("x86_64", "AMD64"), reason="the ISA caps are x86's")
-def test_per_host_choices_follow_the_isa_caps_so_any_x86_host_can_run_the_avx2_path() -> None:
-    # ONEDNN_MAX_CPU_ISA and ATEN_CPU_CAPABILITY cap what PyTorch uses; the choices read the ISA through it.
+def test_per_host_choices_follow_the_isa_caps_so_any_x86_host_can_run_a_lesser_path() -> None:
+    # ONEDNN_MAX_CPU_ISA and ATEN_CPU_CAPABILITY cap what PyTorch uses, and the choices read the ISA through
+    # it. Capped below this host's AVX2, so that a choice read from the hardware instead would show.
     probe = ("import torch; from stages.device import autocast_dtype, cpu_kernels; cpu = torch.device('cpu'); "
              "print(cpu_kernels(cpu), autocast_dtype('auto', cpu))")
-    for cap, kernels in (("avx2", "AVX2"), ("default", "DEFAULT")):
-        env = {**os.environ, "ONEDNN_MAX_CPU_ISA": "AVX2", "ATEN_CPU_CAPABILITY": cap}
-        out = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, check=True)
-        assert out.stdout.split() == [kernels, "None"]  # fp32: no native bf16 below AVX-512
+    env = {**os.environ, "ONEDNN_MAX_CPU_ISA": "SSE41", "ATEN_CPU_CAPABILITY": "default"}
+    out = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["DEFAULT", "None"]  # fp32: oneDNN capped below AVX-512 does no bf16
     assert cpu_kernels(torch.device("cuda")) == "-"
 
 
