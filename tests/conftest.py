@@ -61,7 +61,6 @@ def dvc_repo(tmp_path_factory) -> tuple[Path, dict[str, str]]:
     return make_repo(tmp_path_factory)
 
 
-
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """The slowest tests first, so that the two test processes (pyproject.toml) end at about the same time."""
     first = ("test_sweeps_e2e.py", "test_pipeline_e2e.py")
