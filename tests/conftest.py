@@ -18,7 +18,7 @@ os.environ.setdefault("DVC_NO_ANALYTICS", "1")
 # (OMP_NUM_THREADS): two processes of two threads each on two cores made a 12 s training test take 130 s.
 _workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
 if _workers > 1:
-    _threads = max(1, (os.cpu_count() or 1) // _workers)
+    _threads = max(1, torch.get_num_threads() // _workers)  # torch's default: the cores this process may use
     os.environ["OMP_NUM_THREADS"] = str(_threads)
     torch.set_num_threads(_threads)
 
