@@ -59,8 +59,7 @@ train.make_step = probed
 marks_file = sys.argv[1]
 atexit.register(lambda: open(marks_file, "w").write(json.dumps(marks)))
 from stages.cli import run
-sys.argv = ["stages.train"]
-run(train.main)
+run(train.main, train.parser(), [])
 """
 
 

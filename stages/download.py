@@ -11,6 +11,7 @@ uncompressed data); otherwise it is reported in one line and the next is tried.
 
 from __future__ import annotations
 
+import argparse
 import gzip
 import os
 import shutil
@@ -21,8 +22,7 @@ import tarfile
 import tempfile
 from pathlib import Path
 
-from stages import atomic, config, idx, paths
-from stages.cli import run
+from stages import atomic, cli, config, idx, paths
 from stages.errors import StageError
 
 WEB_TIMEOUT_S = 30  # per connect and per read, so an offline machine moves on quickly
@@ -165,7 +165,13 @@ def download(*, sources: list[str], md5: dict[str, str], out_dir: Path) -> str:
                      + "\n".join(failures))
 
 
-def main(argv: list[str]) -> None:
+def parser() -> argparse.ArgumentParser:
+    return cli.parser(__doc__, command="stages.download",
+                      reads=["params.yaml (data.sources, data.md5)", "$MNIST_DIR when set", "the sources"],
+                      writes=[f"{paths.RAW_DIR}/ (the four IDX files, replaced only once all four verify)"])
+
+
+def main(args: argparse.Namespace) -> None:
     p = config.load()
     sources = list(p.data.sources)
     if os.environ.get("MNIST_DIR"):
@@ -174,4 +180,4 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    run(main)
+    cli.run(main, parser())

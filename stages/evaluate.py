@@ -9,13 +9,13 @@ DVC's `confusion` template in reports/eval/confusion.json.
 
 from __future__ import annotations
 
+import argparse
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 
-from stages import atomic, config, data, paths
-from stages.cli import run
+from stages import atomic, cli, config, data, paths
 from stages.device import resolve_device
 from stages.infer import load_checkpoint, logits
 
@@ -39,7 +39,13 @@ def evaluate(*, model: torch.nn.Module, images: torch.Tensor,
     return metrics, per_class, rows
 
 
-def main(argv: list[str]) -> None:
+def parser() -> argparse.ArgumentParser:
+    return cli.parser(__doc__, command="stages.evaluate",
+                      reads=["params.yaml (train.device)", str(paths.MODEL), f"{paths.RAW_DIR}/ (the test images)"],
+                      writes=[str(paths.METRICS), str(paths.CONFUSION), str(paths.PER_CLASS)])
+
+
+def main(args: argparse.Namespace) -> None:
     p = config.load()
     device = resolve_device(p.train.device)
     model, checkpoint = load_checkpoint(paths.MODEL, device)
@@ -54,4 +60,4 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    run(main)
+    cli.run(main, parser())

@@ -15,15 +15,19 @@ from __future__ import annotations
 import argparse
 import json
 
-from stages import atomic, config, paths
-from stages.cli import run
+from stages import atomic, cli, config, paths
 from stages.errors import ParamsError, StageError
 
 
-def main(argv: list[str]) -> None:
-    parser = argparse.ArgumentParser(prog="python -m stages.params", description=__doc__.splitlines()[0])
-    parser.add_argument("--schema", action="store_true", help="print the JSON Schema of params.yaml and exit")
-    if parser.parse_args(argv).schema:
+def parser() -> argparse.ArgumentParser:
+    made = cli.parser(__doc__, command="stages.params", reads=[str(paths.PARAMS)],
+                      writes=[str(paths.PARAMS_CHECKED)])
+    made.add_argument("--schema", action="store_true", help="print the JSON Schema of params.yaml, write nothing")
+    return made
+
+
+def main(args: argparse.Namespace) -> None:
+    if args.schema:
         print(json.dumps(config.schema(), indent=2))
         return
     try:
@@ -39,4 +43,4 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    run(main)
+    cli.run(main, parser())

@@ -6,6 +6,7 @@ confusion rows) and the test images; renders with matplotlib's Agg backend.
 
 from __future__ import annotations
 
+import argparse
 import csv
 import json
 import math
@@ -18,9 +19,10 @@ matplotlib.use("Agg")  # no display needed; must precede pyplot
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
-from stages import atomic, config, idx, paths  # noqa: E402
-from stages.cli import run  # noqa: E402
+from stages import atomic, cli, config, idx, paths  # noqa: E402
 from stages.errors import StageError  # noqa: E402
+
+PNGS = ("training_curves.png", "confusion_matrix.png", "misclassified.png")  # in paths.PLOTS
 
 
 def read_history(history_dir: Path) -> dict[str, list[tuple[int, float]]]:
@@ -138,16 +140,24 @@ def plot_misclassified(rows: list[dict[str, Any]], images: torch.Tensor, path: P
     _save(fig, path, dpi)
 
 
-def main(argv: list[str]) -> None:
+def parser() -> argparse.ArgumentParser:
+    return cli.parser(__doc__, command="stages.plots",
+                      reads=["params.yaml (plots)", f"{paths.TRAIN_HISTORY}/", str(paths.CONFUSION),
+                             f"{paths.RAW_DIR}/ (the test images)"],
+                      writes=[str(paths.PLOTS / name) for name in PNGS])
+
+
+def main(args: argparse.Namespace) -> None:
     p = config.load()
     history = read_history(paths.TRAIN_HISTORY)
     rows = read_confusion(paths.CONFUSION)
     test_images, _ = idx.load_split(paths.RAW_DIR, "test")
-    plot_curves(history, paths.PLOTS / "training_curves.png", p.plots.dpi)
-    plot_confusion(rows, paths.PLOTS / "confusion_matrix.png", p.plots.dpi)
-    plot_misclassified(rows, test_images, paths.PLOTS / "misclassified.png", p.plots.dpi, p.plots.misclassified)
-    print(f"plots: {', '.join(sorted(f.name for f in paths.PLOTS.glob('*.png')))} in {paths.PLOTS}/")
+    curves, confusion, misclassified = (paths.PLOTS / name for name in PNGS)
+    plot_curves(history, curves, p.plots.dpi)
+    plot_confusion(rows, confusion, p.plots.dpi)
+    plot_misclassified(rows, test_images, misclassified, p.plots.dpi, p.plots.misclassified)
+    print(f"plots: {', '.join(PNGS)} in {paths.PLOTS}/")
 
 
 if __name__ == "__main__":
-    run(main)
+    cli.run(main, parser())

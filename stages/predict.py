@@ -17,8 +17,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from stages import paths
-from stages.cli import run
+from stages import cli, paths
 from stages.errors import StageError
 from stages.infer import load_checkpoint, logits
 from stages.model import MEAN, STD
@@ -79,12 +78,16 @@ def predict(*, model: torch.nn.Module, images: list[Path]) -> list[dict[str, obj
             for path, d, p in zip(images, best.indices, best.values, strict=True)]
 
 
-def main(argv: list[str]) -> None:
-    parser = argparse.ArgumentParser(prog="python -m stages.predict", description=__doc__.splitlines()[0])
-    parser.add_argument("images", nargs="+", type=Path, help="PNG or JPEG files, one digit each")
-    parser.add_argument("--json", action="store_true", help="print a JSON list instead of lines")
-    parser.add_argument("--model", type=Path, default=paths.MODEL, help="checkpoint (default: %(default)s)")
-    args = parser.parse_args(argv)
+def parser() -> argparse.ArgumentParser:
+    made = cli.parser(__doc__, command="stages.predict", reads=["the image files", f"{paths.MODEL} (or --model)"],
+                      writes=[])
+    made.add_argument("images", nargs="+", type=Path, help="PNG or JPEG files, one digit each")
+    made.add_argument("--json", action="store_true", help="print a JSON list instead of lines")
+    made.add_argument("--model", type=Path, default=paths.MODEL, help="checkpoint (default: %(default)s)")
+    return made
+
+
+def main(args: argparse.Namespace) -> None:
     model, _ = load_checkpoint(args.model, torch.device("cpu"))
     results = predict(model=model, images=args.images)
     if args.json:
@@ -95,4 +98,4 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    run(main)
+    cli.run(main, parser())

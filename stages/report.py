@@ -15,7 +15,7 @@ import statistics
 import sys
 from typing import Any
 
-from stages.cli import run
+from stages import cli
 from stages.errors import StageError
 
 # Columns per experiment: (header, exp_show key, decimals). exp_show gives every number as a float.
@@ -106,13 +106,16 @@ def experiment_rows(names: list[str], all_commits: bool) -> list[dict[str, Any]]
     return [by_name[n] for n in names]
 
 
-def main(argv: list[str]) -> None:
-    parser = argparse.ArgumentParser(prog="python -m stages.report", description=__doc__.splitlines()[0])
-    parser.add_argument("experiments", nargs="*", help="experiment names (default: all of HEAD)")
-    parser.add_argument("--all-commits", action="store_true", help="include experiments of earlier commits")
-    args = parser.parse_args(argv)
+def parser() -> argparse.ArgumentParser:
+    made = cli.parser(__doc__, command="stages.report", reads=["DVC's experiments (as `dvc exp show`)"], writes=[])
+    made.add_argument("experiments", nargs="*", help="experiment names (default: all of HEAD)")
+    made.add_argument("--all-commits", action="store_true", help="include experiments of earlier commits")
+    return made
+
+
+def main(args: argparse.Namespace) -> None:
     print(summarize(experiment_rows(args.experiments, args.all_commits)))
 
 
 if __name__ == "__main__":
-    run(main)
+    cli.run(main, parser())

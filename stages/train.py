@@ -7,6 +7,7 @@ chosen by `train.selection` on the hold-out go to models/model.pt.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import io
 import math
@@ -20,8 +21,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from stages import atomic, config, data, paths
-from stages.cli import run
+from stages import atomic, cli, config, data, paths
 from stages.device import autocast_dtype, cpu_kernels, device_info, resolve_device
 from stages.errors import StageError
 from stages.infer import score
@@ -296,7 +296,15 @@ def log_epoch(live: Any, record: dict[str, float]) -> None:
     live.next_step()
 
 
-def main(argv: list[str]) -> None:
+def parser() -> argparse.ArgumentParser:
+    return cli.parser(__doc__, command="stages.train",
+                      reads=["params.yaml (data.holdout_size, data.split_seed, model, train)",
+                             f"{paths.RAW_DIR}/ (the training images)"],
+                      writes=[f"{paths.MODEL} (at the end)", f"{paths.TRAIN_REPORT}/ (the history, as each epoch "
+                              "ends; then the summary metrics.json and model_summary.txt)"])
+
+
+def main(args: argparse.Namespace) -> None:
     from dvclive import Live
 
     p = config.load()
@@ -361,4 +369,4 @@ def write_outputs(*, result: Result, summary: dict[str, Any], summary_text: str,
 
 
 if __name__ == "__main__":
-    run(main)
+    cli.run(main, parser())

@@ -10,6 +10,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 import torch
@@ -18,11 +19,11 @@ from stages import cli, download, evaluate, plots, train
 from tests.helpers import REPO, file_hashes, set_param
 
 
-def fails(root: Path, main: Callable[[list[str]], None], capsys, expected: str) -> str:
-    """Run a stage's main as `python -m` would; assert exit 2, a message with `expected`, nothing written."""
+def fails(root: Path, stage: ModuleType, capsys, expected: str) -> str:
+    """Run a stage as `python -m` would; assert exit 2, a message with `expected`, nothing written."""
     before = file_hashes(root)
     with pytest.raises(SystemExit) as exit_info:
-        cli.run(main)
+        cli.run(stage.main, stage.parser(), [])
     err = capsys.readouterr().err
     assert exit_info.value.code == 2
     assert expected in err, err
@@ -42,14 +43,14 @@ def fails(root: Path, main: Callable[[list[str]], None], capsys, expected: str) 
 ])
 def test_bad_params_stop_train_with_one_line(project: Path, capsys, dotted, value, expected) -> None:
     set_param(project, dotted, value)
-    fails(project, train.main, capsys, expected)
+    fails(project, train, capsys, expected)
 
 
 def test_missing_accelerator_is_named(project: Path, capsys) -> None:
     if torch.cuda.is_available():
         pytest.skip("this machine has CUDA")
     set_param(project, "train.device", "cuda")
-    fails(project, train.main, capsys, "train.device: 'cuda' is not available on this machine")
+    fails(project, train, capsys, "train.device: 'cuda' is not available on this machine")
 
 
 def _rewrite(path: Path, change: Callable[[bytes], bytes]) -> None:
@@ -71,18 +72,18 @@ def test_bad_data_files_stop_train_naming_the_file(project: Path, capsys, name, 
         path.unlink()
     else:
         _rewrite(path, change)
-    fails(project, train.main, capsys, expected)
+    fails(project, train, capsys, expected)
 
 
 def test_checksum_mismatch_fails_download_and_keeps_data(project: Path, capsys) -> None:
     set_param(project, "data.md5.t10k-labels-idx1-ubyte", "0" * 32)
-    message = fails(project, download.main, capsys, "t10k-labels-idx1-ubyte: MD5")
+    message = fails(project, download, capsys, "t10k-labels-idx1-ubyte: MD5")
     assert "is not the expected 00000000000000000000000000000000" in message
 
 
 def test_every_source_failing_lists_each_attempt(project: Path, capsys) -> None:
     set_param(project, "data.sources", [str(project / "nowhere"), "https://127.0.0.1:9/mnist/"])
-    err = fails(project, download.main, capsys, "no source yielded")
+    err = fails(project, download, capsys, "no source yielded")
     assert "nowhere: not a directory" in err and "127.0.0.1:9" in err
 
 
@@ -95,7 +96,7 @@ def test_tarball_with_member_outside_target_is_refused(project: Path, capsys) ->
         info.size = 1
         archive.addfile(info, io.BytesIO(b"x"))
     set_param(project, "data.sources", [str(project / "evil.tgz")])
-    fails(project, download.main, capsys, "unsafe member '../../escaped' would land outside the target directory")
+    fails(project, download, capsys, "unsafe member '../../escaped' would land outside the target directory")
     assert not (project.parent / "escaped").exists()
 
 
@@ -115,7 +116,7 @@ def test_bad_model_file_stops_evaluate(project: Path, capsys, content, expected)
         torch.save({"state_dict": torch.nn.Linear(784, 10).state_dict()}, model)
     elif content is not None:
         model.write_bytes(content)
-    fails(project, evaluate.main, capsys, expected)
+    fails(project, evaluate, capsys, expected)
 
 
 def test_truncated_real_checkpoint_stops_evaluate(project: Path, capsys) -> None:
@@ -125,7 +126,7 @@ def test_truncated_real_checkpoint_stops_evaluate(project: Path, capsys) -> None
     model.parent.mkdir()
     torch.save({"state_dict": Net().state_dict()}, model)
     _rewrite(model, lambda b: b[: len(b) // 2])
-    fails(project, evaluate.main, capsys, "models/model.pt: not a readable checkpoint")
+    fails(project, evaluate, capsys, "models/model.pt: not a readable checkpoint")
 
 
 def test_plots_without_evaluate_output_names_the_missing_file(project: Path, capsys) -> None:
@@ -134,14 +135,14 @@ def test_plots_without_evaluate_output_names_the_missing_file(project: Path, cap
         for metric in ("accuracy", "loss"):
             (history / split).mkdir(parents=True, exist_ok=True)
             (history / split / f"{metric}.tsv").write_text(f"timestamp\tstep\t{metric}\n0\t1\t0.5\n")
-    fails(project, plots.main, capsys, "reports/eval/confusion.json: missing (run `dvc repro evaluate` first)")
+    fails(project, plots, capsys, "reports/eval/confusion.json: missing (run `dvc repro evaluate` first)")
 
 
 def test_debug_shows_the_traceback(project: Path, capsys, monkeypatch) -> None:
     set_param(project, "train.epochs", 0)
     monkeypatch.setenv("MNIST_DEBUG", "1")
     with pytest.raises(SystemExit):
-        cli.run(train.main)
+        cli.run(train.main, train.parser(), [])
     assert "Traceback" in capsys.readouterr().err
 
 

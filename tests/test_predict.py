@@ -51,15 +51,13 @@ def test_cli_prints_digit_and_probability_as_text_and_json(tmp_path: Path, monke
     with Image.open(SEVEN) as image:
         ImageOps.invert(image.convert("L")).save(tmp_path / "inverted.png")
     files = [str(SEVEN), str(tmp_path / "inverted.png")]
-    monkeypatch.setattr("sys.argv", ["predict", *files, "--model", str(model), "--json"])
-    cli.run(predict.main)
+    cli.run(predict.main, predict.parser(), [*files, "--model", str(model), "--json"])
     results = json.loads(capsys.readouterr().out)
     assert [r["file"] for r in results] == files
     assert all(0 <= r["digit"] <= 9 and 0 < r["probability"] <= 1 for r in results)
     assert results[0]["digit"] == results[1]["digit"]  # dark-on-light and light-on-dark agree
 
-    monkeypatch.setattr("sys.argv", ["predict", str(SEVEN), "--model", str(model)])
-    cli.run(predict.main)
+    cli.run(predict.main, predict.parser(), [str(SEVEN), "--model", str(model)])
     line = capsys.readouterr().out.strip()
     assert line.startswith(f"{SEVEN}: {results[0]['digit']} (") and line.endswith("%)")
 

@@ -52,13 +52,13 @@ def shown(monkeypatch) -> list[dict]:
 ])
 def test_bad_names_are_one_line_with_no_traceback(shown, capsys, argv, expected) -> None:
     with pytest.raises(SystemExit) as exit_info:
-        cli.run(lambda _: report.main(argv))
+        cli.run(report.main, report.parser(), argv)
     err = capsys.readouterr().err
     assert exit_info.value.code == 2 and err.startswith(expected) and err.count("\n") == 1, err
 
 
 def test_unnamed_report_leaves_out_unfinished_experiments_and_says_so(shown, capsys) -> None:
-    report.main([])
+    report.main(report.parser().parse_args([]))
     out, err = capsys.readouterr()
     assert "| done |" in out and "broke" not in out and "going" not in out
     assert err == "left out, not finished: broke (failed), going (running)\n"
@@ -67,13 +67,13 @@ def test_unnamed_report_leaves_out_unfinished_experiments_and_says_so(shown, cap
 def test_no_experiments_at_all_is_one_line(shown, capsys) -> None:
     del shown[1:]
     with pytest.raises(SystemExit):
-        cli.run(lambda _: report.main([]))
+        cli.run(report.main, report.parser(), [])
     assert capsys.readouterr().err.startswith("error: no finished experiments to summarize")
 
 
 def test_outside_a_dvc_repository_is_one_line(tmp_path, monkeypatch, capsys) -> None:
     monkeypatch.chdir(tmp_path)
     with pytest.raises(SystemExit) as exit_info:
-        cli.run(lambda _: report.main([]))
+        cli.run(report.main, report.parser(), [])
     err = capsys.readouterr().err
     assert exit_info.value.code == 2 and err.startswith("error: dvc exp show: ") and "Traceback" not in err, err

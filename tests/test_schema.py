@@ -15,7 +15,7 @@ from tests.helpers import REPO
 
 
 def test_committed_schema_is_what_stages_params_prints(capsys) -> None:
-    params.main(["--schema"])
+    params.main(params.parser().parse_args(["--schema"]))
     printed = capsys.readouterr().out
     committed = (REPO / "params.schema.json").read_text()
     assert printed == committed, "stale: run `python -m stages.params --schema > params.schema.json`"

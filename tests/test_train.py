@@ -154,7 +154,7 @@ def test_cuda_graph_trains_exactly_like_eager_steps(tiny) -> None:
 def test_train_stage_writes_contiguous_weights_that_score_like_the_trained_model(project) -> None:
     from stages import train as train_stage
 
-    train_stage.main([])
+    train_stage.main(train_stage.parser().parse_args([]))
     checkpoint = torch.load(project / "models" / "model.pt", weights_only=True)
     # CPU training keeps Conv2-Conv6 in channels-last; the file must not depend on that.
     assert all(t.is_contiguous() for t in checkpoint["state_dict"].values())
