@@ -221,6 +221,11 @@ def load(path: Path = paths.PARAMS) -> Params:
         raw = yaml.safe_load(path.read_text())
     except FileNotFoundError:
         raise ParamsError(f"{path}: not found (run from the repository root)") from None
+    except yaml.MarkedYAMLError as exc:  # the parser knows where: line and column, counted from 1
+        mark = exc.problem_mark or exc.context_mark
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        what = "; ".join(part for part in (exc.context, exc.problem) if part)
+        raise ParamsError(f"{path}: not valid YAML{where}: {what}") from None
     except yaml.YAMLError as exc:
         raise ParamsError(f"{path}: not valid YAML: {str(exc).splitlines()[0]}") from None
     return parse(raw)

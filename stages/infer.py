@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 
+from stages import paths
 from stages.errors import StageError
 from stages.model import Net
 
@@ -15,24 +17,39 @@ EVAL_BATCH = 500  # images per forward pass when scoring; on a CPU 500 ran 5,000
 
 
 def load_checkpoint(path: Path, device: torch.device) -> tuple[Net, dict[str, Any]]:
-    """Net in eval mode on `device` with the weights of `path`, and the checkpoint's metadata."""
+    """Net in eval mode on `device` with the weights of `path`, and the checkpoint's metadata.
+
+    The pipeline's own model (paths.MODEL) gets the pipeline's next step in each error; a file the
+    user named gets none: it is theirs to fix.
+    """
+    ours = Path(path) == paths.MODEL
+    fix = f"; restore it with `dvc checkout {paths.MODEL}`, or train it again with `dvc repro train`" if ours else ""
     try:
         checkpoint = torch.load(path, map_location=device, weights_only=True)
     except FileNotFoundError:
-        raise StageError(f"{path}: missing (run `dvc repro train` first)") from None
+        missing = "missing (run `dvc repro train` first)" if ours else "no such file"
+        raise StageError(f"{path}: {missing}") from None
+    except pickle.UnpicklingError as exc:
+        if "weights_only" not in str(exc):
+            raise StageError(f"{path}: not a readable checkpoint (truncated or damaged){fix}") from None
+        # weights_only refused an object that would run code when loaded (PyTorch's message then advises
+        # loading it unsafely: that advice is left out on purpose).
+        raise StageError(f"{path}: not a checkpoint written by `stages.train`: it holds objects other than "
+                         f"tensors and plain values, so it was refused without running anything{fix}") from None
     except Exception as exc:  # a damaged file can fail anywhere in the unpickler, with any exception
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        # PyTorch's first sentence says what failed; the rest is advice about how files get damaged.
+        reason = str(exc).strip().splitlines()[0].split(". ")[0] if str(exc).strip() else type(exc).__name__
         raise StageError(f"{path}: not a readable checkpoint (truncated or not written by "
-                         f"`stages.train`): {reason}") from None
+                         f"`stages.train`: {reason}){fix}") from None
     if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
-        raise StageError(f"{path}: not a checkpoint of this project (no 'state_dict' entry)")
+        raise StageError(f"{path}: not a checkpoint of this project (no 'state_dict' entry){fix}")
     model = Net()
     try:
         model.load_state_dict(checkpoint["state_dict"])
     except (RuntimeError, TypeError, AttributeError) as exc:
         first = str(exc).strip().splitlines()
         raise StageError(f"{path}: holds weights of a different architecture than stages.model.Net: "
-                         f"{first[1].strip() if len(first) > 1 else first[0]}") from None
+                         f"{first[1].strip() if len(first) > 1 else first[0]}{fix}") from None
     return model.to(device).eval(), {k: v for k, v in checkpoint.items() if k != "state_dict"}
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import warnings
 from pathlib import Path
 
 import torch
@@ -23,6 +24,10 @@ from stages.infer import load_checkpoint, logits
 from stages.model import MEAN, STD
 
 INK_THRESHOLD = 0.3  # of the contrast range: brighter than this (after inversion) counts as ink
+# Images larger than this are refused from their header, before any pixel is decoded: a 24-megapixel
+# photo (6000 x 4000) fits; a 438 KB PNG can claim 20,000 x 20,000 pixels and take GBs to decode.
+# PIL's own guard only warns from 89 million pixels and stops at 179 million.
+MAX_PIXELS = 25_000_000
 
 
 def read_gray(path: Path) -> torch.Tensor:
@@ -30,11 +35,22 @@ def read_gray(path: Path) -> torch.Tensor:
     from PIL import Image, UnidentifiedImageError
 
     try:
-        with Image.open(path) as image:
+        # open() reads the header only; PIL's warning past 89 million pixels is this check's to answer.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            image = Image.open(path)
+        with image:
+            width, height = image.size
+            if width * height > MAX_PIXELS:
+                raise StageError(f"{path}: {width} x {height} pixels is over the limit of {MAX_PIXELS:,} "
+                                 f"(one digit needs far fewer: scale the image down); not decoded")
             gray = image.convert("L")
             gray.load()
     except FileNotFoundError:
         raise StageError(f"{path}: no such file") from None
+    except Image.DecompressionBombError:  # PIL's own guard, past 179 million pixels, in open()
+        raise StageError(f"{path}: over the limit of {MAX_PIXELS:,} pixels (and PIL's own, 179 million); "
+                         f"not decoded") from None
     except (UnidentifiedImageError, OSError, ValueError) as exc:
         raise StageError(f"{path}: not a readable image ({exc})") from None
     if gray.width == 0 or gray.height == 0:

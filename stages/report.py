@@ -1,7 +1,7 @@
 """Summarize DVC experiments as a Markdown table: per-experiment test accuracy, then mean/std/min/max.
 
-    python -m stages.report                 # every finished experiment of HEAD
-    python -m stages.report exp-a exp-b     # just these
+    python -m stages.report                 # every finished experiment of HEAD (none yet: the workspace's run)
+    python -m stages.report exp-a exp-b     # just these ("workspace": the run `dvc repro` left in place)
     python -m stages.report --all-commits   # experiments of every commit, not only HEAD
 
 Reads what `dvc exp show` reads (through dvc.api.exp_show), so experiments pulled from
@@ -22,6 +22,8 @@ from stages.errors import StageError
 COLUMNS = [("seed", "train.seed", 0), ("test accuracy (%)", "test.accuracy", 2), ("test errors", "test.errors", 0),
            ("epochs run", "epochs_run", 0), ("saved epoch", "saved_epoch", 0), ("train seconds", "train_seconds", 0)]
 BAR = 0.9941  # the seed's test accuracy, which every seed must reach
+WORKSPACE = "workspace"  # exp_show's row of the workspace: what `dvc repro` left there
+SWEEP_HINT = "dvc exp run --queue -S 'train.seed=0,1,2' && dvc queue start"
 
 
 def _value(row: dict[str, Any], name: str) -> float | None:
@@ -46,8 +48,9 @@ def summarize(rows: list[dict[str, Any]]) -> str:
     """Markdown: one line per experiment, then mean, standard deviation, minimum and maximum of each column,
     and how many experiments reach the seed's 99.41 %."""
     if not rows:
-        raise StageError("no finished experiments to summarize (run some with `dvc exp run`, or fetch a "
-                         "team's with `dvc exp pull origin`; see README)")
+        raise StageError(f"no finished experiments and no results in the workspace to summarize (run the "
+                         f"pipeline with `dvc repro`, experiments with `{SWEEP_HINT}`, or fetch a team's with "
+                         f"`dvc exp pull origin`)")
     header = ["experiment"] + [c[0] for c in COLUMNS] + ["device"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     values: dict[str, list[float]] = {c[0]: [] for c in COLUMNS}
@@ -89,12 +92,22 @@ def experiment_rows(names: list[str], all_commits: bool) -> list[dict[str, Any]]
     except DvcException as exc:  # not a DVC repository, no commits, a broken dvc.yaml: DVC's own one line
         raise StageError(f"dvc exp show: {exc}") from None
     experiments = [r for r in rows if r.get("Experiment")]
+    # The workspace counts once it has test results (after `dvc repro`).
+    workspace = next((r for r in rows if r.get("rev") == WORKSPACE and _value(r, "test.accuracy") is not None),
+                     None)
     if not names:
         unfinished = [f"{r['Experiment']} ({r['State'].lower()})" for r in experiments if not _finished(r)]
         if unfinished:
             print(f"left out, not finished: {', '.join(unfinished)}", file=sys.stderr)
-        return [r for r in experiments if _finished(r)]
+        finished = [r for r in experiments if _finished(r)]
+        if not finished and workspace:
+            print(f"no experiments of HEAD yet: this is the workspace's run (for more: `{SWEEP_HINT}`)",
+                  file=sys.stderr)
+            return [workspace]
+        return finished
     by_name = {r["Experiment"]: r for r in experiments}
+    if workspace is not None:
+        by_name[WORKSPACE] = workspace
     missing = [n for n in names if n not in by_name]
     if missing:
         raise StageError(f"no such experiment: {', '.join(missing)} (see `dvc exp show`, or `dvc exp pull origin` "

@@ -119,14 +119,42 @@ def test_bad_model_file_stops_evaluate(project: Path, capsys, content, expected)
     fails(project, evaluate, capsys, expected)
 
 
-def test_truncated_real_checkpoint_stops_evaluate(project: Path, capsys) -> None:
+def test_truncated_real_checkpoint_stops_evaluate_with_the_next_step(project: Path, capsys) -> None:
     from stages.model import Net
 
     model = project / "models" / "model.pt"
     model.parent.mkdir()
     torch.save({"state_dict": Net().state_dict()}, model)
     _rewrite(model, lambda b: b[: len(b) // 2])
-    fails(project, evaluate, capsys, "models/model.pt: not a readable checkpoint")
+    err = fails(project, evaluate, capsys, "models/model.pt: not a readable checkpoint")
+    assert err.endswith("; restore it with `dvc checkout models/model.pt`, or train it again with `dvc repro train`")
+    assert err.count("\n") == 0 and "internal miniz error" not in err  # PyTorch's first sentence only
+
+
+class _RunsCode:
+    """Pickles as a call of os.system: what a hostile checkpoint holds."""
+
+    def __reduce__(self):
+        return os.system, ("touch pwned",)
+
+
+def test_checkpoint_that_would_run_code_is_refused_without_the_advice_to_load_it_unsafely(project: Path,
+                                                                                          capsys) -> None:
+    model = project / "models" / "model.pt"
+    model.parent.mkdir()
+    torch.save({"state_dict": _RunsCode()}, model)
+    err = fails(project, evaluate, capsys, "models/model.pt: not a checkpoint written by `stages.train`: it holds "
+                "objects other than tensors and plain values, so it was refused without running anything")
+    assert "weights_only" not in err and "False" not in err
+    assert not (project / "pwned").exists()
+
+
+def test_invalid_yaml_names_line_and_column(project: Path, capsys) -> None:
+    text = (project / "params.yaml").read_text()
+    (project / "params.yaml").write_text(text.replace("epochs: 1\n", "epochs: [1, 2\n", 1))
+    line = text[:text.index("epochs: 1")].count("\n") + 2  # the parser notices on the next line
+    err = fails(project, train, capsys, f"params.yaml: not valid YAML at line {line}, column ")
+    assert "while parsing a flow sequence; expected ',' or ']'" in err
 
 
 def test_plots_without_evaluate_output_names_the_missing_file(project: Path, capsys) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -47,6 +48,17 @@ def test_second_repro_does_nothing(dvc_repo) -> None:
     out = sh(repo, "dvc", "repro", env=env)
     assert "Data and pipelines are up to date." in out
     assert "Running stage" not in out
+
+
+def test_report_after_a_plain_repro_summarizes_the_workspaces_run(dvc_repo) -> None:
+    repo, env = dvc_repo
+    if sh(repo, "git", "for-each-ref", "refs/exps", env=env).strip():
+        pytest.skip("experiments of this repository already exist (this test runs before the first one)")
+    done = subprocess.run([sys.executable, "-m", "stages.report"], cwd=repo, env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    accuracy = json.loads((repo / "reports/metrics.json").read_text())["test"]["accuracy"]
+    assert f"| workspace | 0 | {accuracy * 100:.2f} |" in done.stdout
+    assert done.stderr.startswith("no experiments of HEAD yet: this is the workspace's run")
 
 
 def outputs(repo: Path) -> dict[str, str]:

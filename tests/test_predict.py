@@ -75,3 +75,38 @@ def test_bad_image_files_get_a_clear_error(tmp_path: Path, content, expected) ->
         path.write_bytes(content)
     with pytest.raises(StageError, match=expected):
         predict.to_mnist(predict.read_gray(path), str(path))
+
+
+@pytest.fixture
+def model_file(tmp_path: Path) -> Path:
+    torch.manual_seed(0)
+    path = tmp_path / "model.pt"
+    torch.save({"state_dict": Net().state_dict(), "epoch": 1}, path)
+    return path
+
+
+def refused(capsys, argv: list[str]) -> str:
+    """predict's answer to argv: exit 2 and one line on stderr, no traceback and no warning; that line."""
+    with pytest.raises(SystemExit) as exit_info:
+        cli.run(predict.main, predict.parser(), argv)
+    out, err = capsys.readouterr()
+    assert exit_info.value.code == 2 and out == "" and err.count("\n") == 1, err
+    return err.strip()
+
+
+@pytest.mark.parametrize("width, height, expected", [
+    (10_000, 9_500, "10000 x 9500 pixels is over the limit of 25,000,000"),  # past PIL's warning, below its error
+    (20_000, 20_000, "over the limit of 25,000,000 pixels (and PIL's own, 179 million)"),  # PIL's error in open()
+])
+def test_huge_image_is_refused_from_its_header_in_one_line(tmp_path: Path, capsys, model_file: Path,
+                                                           width: int, height: int, expected: str) -> None:
+    bomb = tmp_path / "bomb.png"
+    Image.new("1", (width, height), 1).save(bomb)  # a few tens of KB on disk
+    assert bomb.stat().st_size < 200_000
+    err = refused(capsys, [str(bomb), "--model", str(model_file)])
+    assert err.startswith(f"error: {bomb}: ") and expected in err and err.endswith("not decoded")
+
+
+def test_a_model_file_of_the_users_that_is_missing_is_no_such_file(tmp_path: Path, capsys) -> None:
+    assert refused(capsys, [str(SEVEN), "--model", str(tmp_path / "nosuch.pt")]) == \
+        f"error: {tmp_path / 'nosuch.pt'}: no such file"

@@ -30,7 +30,7 @@ def test_missing_metric_shows_a_dash_and_no_experiments_is_an_error() -> None:
     partial = row("a", 0, 0.99, 100, 3)
     del partial["test.errors"], partial["device"]
     assert "| a | 0 | 99.00 | - | 3 | 3 | 100 | - |" in summarize([partial])
-    with pytest.raises(StageError, match="no finished experiments to summarize"):
+    with pytest.raises(StageError, match="no finished experiments and no results in the workspace"):
         summarize([])
 
 
@@ -68,7 +68,19 @@ def test_no_experiments_at_all_is_one_line(shown, capsys) -> None:
     del shown[1:]
     with pytest.raises(SystemExit):
         cli.run(report.main, report.parser(), [])
-    assert capsys.readouterr().err.startswith("error: no finished experiments to summarize")
+    assert capsys.readouterr().err.startswith("error: no finished experiments and no results in the workspace "
+                                              "to summarize (run the pipeline with `dvc repro`")
+
+
+def test_after_a_plain_dvc_repro_the_report_is_the_workspaces_run(shown, capsys) -> None:
+    shown[0].update(row(None, 0, 0.995, 50, 15), rev="workspace")
+    del shown[1:]
+    report.main(report.parser().parse_args([]))
+    out, err = capsys.readouterr()
+    assert "| workspace | 0 | 99.50 | 50 | 15 |" in out and "1 of 1 reach" in out
+    assert err.startswith("no experiments of HEAD yet: this is the workspace's run (for more: `dvc exp run --queue")
+    report.main(report.parser().parse_args(["workspace"]))
+    assert "| workspace | 0 |" in capsys.readouterr().out
 
 
 def test_outside_a_dvc_repository_is_one_line(tmp_path, monkeypatch, capsys) -> None:
