@@ -12,6 +12,12 @@ Reported per variant: the validation accuracy and loss of the epoch that
 training time. This is how the default recipe is chosen: on held-out
 training images, never on the test set.
 
+With --split-holdout, training stops and selects its epoch on the first half
+of the hold-out and every variant is scored on the second half, which nothing
+in training saw, so an early-stopping rule is not flattered by being scored on
+the images it stopped on. --tta also scores each saved model with test-time
+augmentation: softmax averaged over the image and its four one-pixel shifts.
+
 Variants may differ in data.holdout_size. Each then trains on, and selects its
 epoch with, its own hold-out, as the train stage would; all are scored on the
 smallest hold-out among them, which lies inside every variant's hold-out
@@ -33,7 +39,8 @@ import yaml
 
 from stages import config, data, paths
 from stages.device import resolve_device
-from stages.infer import score_weights
+from stages.infer import logits, score_weights
+from stages.model import Net
 from stages.train import train
 
 
@@ -58,6 +65,21 @@ def parse_variant(text: str) -> tuple[str, list[str]]:
     return name, [item for item in rest.split(",") if item.strip()]
 
 
+# One-pixel shifts (rows, columns) for --tta; MNIST's 28x28 frame has a blank border, so a roll moves only blank
+# pixels around the edge.
+TTA_SHIFTS = ((0, 0), (1, 0), (-1, 0), (0, 1), (0, -1))
+
+
+def score_tta(state: dict[str, torch.Tensor], images: torch.Tensor, labels: torch.Tensor) -> tuple[float, float]:
+    """(accuracy, mean NLL) of the weights `state` with softmax averaged over TTA_SHIFTS of each image."""
+    model = Net().to(images.device)
+    model.load_state_dict(state)
+    probs = sum(torch.softmax(logits(model, torch.roll(images, shift, dims=(2, 3))), 1) for shift in TTA_SHIFTS)
+    probs = probs / len(TTA_SHIFTS)
+    loss = float(-torch.log(probs[torch.arange(len(labels)), labels]).mean())
+    return float((probs.argmax(1) == labels).float().mean()), loss
+
+
 def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
     def mean_se(values: list[float]) -> tuple[float, float]:
         se = statistics.stdev(values) / math.sqrt(len(values)) if len(values) > 1 else float("nan")
@@ -65,8 +87,12 @@ def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
 
     acc, acc_se = mean_se([r["val_accuracy"] for r in rows])
     loss, loss_se = mean_se([r["val_loss"] for r in rows])
-    return {"runs": len(rows), "val_accuracy": acc, "val_accuracy_se": acc_se, "val_loss": loss,
-            "val_loss_se": loss_se, "train_s": statistics.fmean(r["train_s"] for r in rows)}
+    out = {"runs": len(rows), "val_accuracy": acc, "val_accuracy_se": acc_se, "val_loss": loss,
+           "val_loss_se": loss_se, "train_s": statistics.fmean(r["train_s"] for r in rows),
+           "epochs_run": statistics.fmean(r["epochs_run"] for r in rows)}
+    if all("tta_accuracy" in r for r in rows):
+        out["tta_accuracy"], out["tta_accuracy_se"] = mean_se([r["tta_accuracy"] for r in rows])
+    return out
 
 
 def main() -> None:
@@ -76,6 +102,9 @@ def main() -> None:
     parser.add_argument("--variant", action="append", required=True, help="name:key=value,key=value")
     parser.add_argument("--budget-s", type=float, default=float("inf"), help="start no run after this many seconds")
     parser.add_argument("--no-cuda-graph", action="store_true", help="on CUDA, the training step eagerly")
+    parser.add_argument("--split-holdout", action="store_true",
+                        help="stop and select on the hold-out's first half, score on its second half")
+    parser.add_argument("--tta", action="store_true", help="also score with test-time augmentation (shifts)")
     parser.add_argument("--json", type=Path, help="also write every run and the summary here")
     args = parser.parse_args()
 
@@ -91,6 +120,13 @@ def main() -> None:
               for size in sorted({p.data.holdout_size for p in configs.values()})}
     # The smallest hold-out: inside every variant's hold-out, so none trained on it.
     _, _, eval_x, eval_y = next(iter(splits.values()))
+    if args.split_holdout:
+        if len(splits) > 1:
+            raise SystemExit("bench.holdout: --split-holdout needs one data.holdout_size for all variants")
+        half = len(eval_x) // 2
+        train_x, train_y, val_x, val_y = splits[first.data.holdout_size]
+        splits = {first.data.holdout_size: (train_x, train_y, val_x[:half], val_y[:half])}
+        eval_x, eval_y = eval_x[half:], eval_y[half:]
 
     rows: list[dict[str, Any]] = []
     start = time.perf_counter()
@@ -109,7 +145,12 @@ def main() -> None:
             accuracy, loss = score_weights(result.saved_state, eval_x, eval_y)
             row = {"variant": name, "seed": seed, "holdout_size": p.data.holdout_size,
                    "epochs_run": result.epochs_run, "saved_epoch": result.saved_epoch,
-                   "val_accuracy": accuracy, "val_loss": loss, "train_s": round(seconds, 2)}
+                   "stopped_because": result.stopped_because,
+                   "val_accuracy": accuracy, "val_loss": loss, "train_s": round(seconds, 2),
+                   # time to accuracy: the stopping hold-out's accuracy at the end of each epoch, and its seconds
+                   "curve": [(round(h["epoch_seconds"], 2), h["val_accuracy"]) for h in result.history]}
+            if args.tta:
+                row["tta_accuracy"], row["tta_loss"] = score_tta(result.saved_state, eval_x, eval_y)
             rows.append(row)
             print(json.dumps(row), flush=True)
             if args.json:
@@ -118,10 +159,12 @@ def main() -> None:
     summary = {name: summarize([r for r in rows if r["variant"] == name])
                for name, _ in variants if any(r["variant"] == name for r in rows)}
     print(f"\ndevice {device}, scored on {len(eval_x)} held-out images, seeds {args.seeds}\n"
-          "| variant | runs | val accuracy (mean ± SE) | val loss (mean ± SE) | train s |\n|---|---|---|---|---|")
+          "| variant | runs | val accuracy (mean ± SE) | val loss (mean ± SE) | TTA accuracy | epochs run | train s |"
+          "\n|---|---|---|---|---|---|---|")
     for name, s in summary.items():
+        tta = f"{s['tta_accuracy']:.4%} ± {s['tta_accuracy_se']:.4%}" if "tta_accuracy" in s else "-"
         print(f"| {name} | {s['runs']} | {s['val_accuracy']:.4%} ± {s['val_accuracy_se']:.4%} | "
-              f"{s['val_loss']:.4f} ± {s['val_loss_se']:.4f} | {s['train_s']:.1f} |")
+              f"{s['val_loss']:.4f} ± {s['val_loss_se']:.4f} | {tta} | {s['epochs_run']:.1f} | {s['train_s']:.1f} |")
     if args.json:
         args.json.write_text(json.dumps({"runs": rows, "summary": summary}, indent=1) + "\n")
 

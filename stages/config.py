@@ -73,6 +73,8 @@ class Augment(_Section):
                                 "of the image side; " + OFF + ".")
     scale: Fraction = Field(0.03, description="Random scaling per image and epoch, uniform in "
                             "[1 - scale, 1 + scale]; " + OFF + ".")
+    elastic: float = Field(0.0, ge=0.0, le=4.0, description="Largest shift of a smooth random displacement field "
+                           "per image and epoch (elastic distortion), in pixels; " + OFF + ".")
 
 
 class Train(_Section):
@@ -101,7 +103,9 @@ class Train(_Section):
     selection: Literal["best", "last_within_se"] = Field(
         "last_within_se", description="The epoch whose weights are saved. best: highest validation accuracy; "
         "last_within_se: the latest epoch within one standard error of it (robust to one-image noise).")
-    patience: int = Field(0, ge=0, description="Epochs without improvement before stopping; " + OFF + ".")
+    patience: int = Field(0, ge=0, description="Stop after this many epochs in a row with neither a higher "
+                          "validation accuracy nor a lower validation loss than before, counted once the learning "
+                          "rate has peaked (onecycle warms up first); " + OFF + ".")
     augment: Augment = Field(default_factory=Augment, description="Random affine transform per image and epoch.")
 
 

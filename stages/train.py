@@ -45,6 +45,8 @@ AUGMENT_CHUNK = 4096
 # Eager training steps before the step is captured as a CUDA graph: the first
 # step creates the momentum buffers, later ones settle cuDNN's workspaces.
 GRAPH_WARMUP_STEPS = 3
+# Share of the steps over which onecycle warms up to its peak learning rate (PyTorch's default).
+ONECYCLE_WARMUP = 0.3
 
 
 def seed_everything(seed: int) -> None:
@@ -82,10 +84,19 @@ def make_scheduler(optimizer: torch.optim.Optimizer, cfg: config.Train,
     if cfg.schedule == "onecycle":
         # cycle_momentum off: train.momentum means what it says.
         return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=cfg.lr, total_steps=total_steps,
-                                                   cycle_momentum=False)
+                                                   pct_start=ONECYCLE_WARMUP, cycle_momentum=False)
     if cfg.schedule == "cosine":
         return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total_steps)
     return torch.optim.lr_scheduler.ConstantLR(optimizer, factor=1.0, total_iters=0)
+
+
+def peak_epoch(cfg: config.Train) -> int:
+    """The epoch in which the learning rate peaks: patience counts only the epochs after it.
+
+    While onecycle warms up, the hold-out accuracy can stall for an epoch or two; that says nothing about
+    what the annealed weights will reach, and stopping there would keep weights trained at the highest rate.
+    """
+    return math.ceil(ONECYCLE_WARMUP * cfg.epochs) if cfg.schedule == "onecycle" else 0
 
 
 def make_step(*, model: torch.nn.Module, optimizer: torch.optim.Optimizer, amp_dtype: torch.dtype | None,
@@ -150,7 +161,9 @@ def train(*, train_x: torch.Tensor, train_y: torch.Tensor, val_x: torch.Tensor, 
     """Train a fresh Net; return the weights of the epoch `cfg.selection` picks and the per-epoch history.
 
     Stops at `cfg.target_accuracy` (when set), after `cfg.patience` epochs
-    without improvement (when > 0), or after `cfg.epochs`. On CUDA the
+    after the learning rate's peak with neither a new best validation
+    accuracy nor a new lowest validation loss (when > 0), or after
+    `cfg.epochs`. On CUDA the
     training step runs as a CUDA graph unless `cuda_graph` is False.
     on_progress(images done, images in the epoch) is called every few
     thousand images, on_epoch(record) at the end of each epoch.
@@ -168,7 +181,7 @@ def train(*, train_x: torch.Tensor, train_y: torch.Tensor, val_x: torch.Tensor, 
     steps_per_epoch = len(train_x) // cfg.batch_size
     scheduler = make_scheduler(optimizer, cfg, cfg.epochs * steps_per_epoch)
     aug = cfg.augment
-    augmenting = aug.rotate > 0 or aug.translate > 0 or aug.scale > 0
+    augmenting = aug.rotate > 0 or aug.translate > 0 or aug.scale > 0 or aug.elastic > 0
     # Sums stay on the device: one host sync per epoch, not per step.
     loss_sum = torch.zeros((), device=device)
     correct = torch.zeros((), device=device, dtype=torch.long)
@@ -181,7 +194,8 @@ def train(*, train_x: torch.Tensor, train_y: torch.Tensor, val_x: torch.Tensor, 
 
     history: list[dict[str, float]] = []
     states: list[dict[str, torch.Tensor]] = []  # every epoch's weights (40 kB each) until one is selected
-    stopped_because, best, since_best = "epochs", (-1.0, 0.0), 0
+    stopped_because, best_accuracy, best_loss, since_best = "epochs", -1.0, math.inf, 0
+    counting_from = peak_epoch(cfg) + 1
     for epoch in range(1, cfg.epochs + 1):
         start = time.perf_counter()
         model.train()
@@ -195,7 +209,7 @@ def train(*, train_x: torch.Tensor, train_y: torch.Tensor, val_x: torch.Tensor, 
             xs, ys = train_x[batches], train_y[batches]
             if augmenting:
                 xs = data.augment(xs, rotate=aug.rotate, translate=aug.translate, scale=aug.scale,
-                                  generator=generator)
+                                  elastic=aug.elastic, generator=generator)
             for i in range(0, len(batches), cfg.batch_size):
                 step(xs[i:i + cfg.batch_size], ys[i:i + cfg.batch_size])
                 scheduler.step()
@@ -210,10 +224,12 @@ def train(*, train_x: torch.Tensor, train_y: torch.Tensor, val_x: torch.Tensor, 
                        for k, v in model.state_dict().items()})
         on_epoch(record)
 
-        if (val_accuracy, -val_loss) > best:
-            best, since_best = (val_accuracy, -val_loss), 0
-        else:
+        # The loss keeps falling while the rate anneals even when the accuracy stalls on a few hard images.
+        if val_accuracy > best_accuracy or val_loss < best_loss:
+            since_best = 0
+        elif epoch >= counting_from:
             since_best += 1
+        best_accuracy, best_loss = max(best_accuracy, val_accuracy), min(best_loss, val_loss)
         if cfg.target_accuracy is not None and val_accuracy >= cfg.target_accuracy:
             stopped_because = "target_accuracy"
             break
