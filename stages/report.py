@@ -11,8 +11,12 @@ other machines (`dvc exp pull origin`) count like local ones; writes nothing.
 from __future__ import annotations
 
 import argparse
+import errno
+import shutil
 import statistics
 import sys
+import tempfile
+from pathlib import Path
 from typing import Any
 
 from stages import cli
@@ -81,14 +85,42 @@ def _finished(row: dict[str, Any]) -> bool:
     return row.get("State") in (None, "Success")
 
 
+def exp_show(num: int) -> list[dict[str, Any]]:
+    """dvc.api.exp_show of the repository here, also when its file system is read-only.
+
+    DVC writes scratch files under .dvc/tmp even to read (its lock, the queue's folders, a cache of
+    results), so on a read-only workspace it fails. It then reads the repository through a mirror:
+    a temporary folder whose entries link to the workspace's (the same Git repository, DVC cache and
+    files), but whose .dvc/tmp is its own.
+    """
+    import dvc.api
+
+    try:
+        return dvc.api.exp_show(repo=".", num=num)
+    except OSError as exc:
+        if exc.errno != errno.EROFS:
+            raise
+    with tempfile.TemporaryDirectory(prefix="report-") as scratch:
+        mirror = Path(scratch)
+        for here, there in ((Path("."), mirror), (Path(".dvc"), mirror / ".dvc")):
+            there.mkdir(exist_ok=True)
+            for entry in here.iterdir():
+                if entry == Path(".dvc") or entry == Path(".dvc/tmp"):  # the mirror's own
+                    continue
+                if entry.is_dir():  # folders are linked: Git's objects, DVC's cache, the outputs
+                    (there / entry.name).symlink_to(entry.resolve())
+                else:  # files are copied: DVC refuses a file whose link leads out of the repository
+                    shutil.copy2(entry, there / entry.name)
+        return dvc.api.exp_show(repo=str(mirror), num=num)
+
+
 def experiment_rows(names: list[str], all_commits: bool) -> list[dict[str, Any]]:
     """exp_show rows of the named experiments, or of every finished experiment when none are named."""
-    import dvc.api
     from dvc.exceptions import DvcException
 
     # Named experiments may come from any commit; unnamed means those of HEAD (or all commits).
     try:
-        rows = dvc.api.exp_show(repo=".", num=-1 if all_commits or names else 1)
+        rows = exp_show(num=-1 if all_commits or names else 1)
     except DvcException as exc:  # not a DVC repository, no commits, a broken dvc.yaml: DVC's own one line
         raise StageError(f"dvc exp show: {exc}") from None
     experiments = [r for r in rows if r.get("Experiment")]

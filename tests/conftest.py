@@ -58,10 +58,10 @@ def dvc_repo(tmp_path_factory) -> tuple[Path, dict[str, str]]:
     (tests/e2e.py); one for the whole session: the e2e tests add experiments and remotes, never remove any."""
     from tests.e2e import make_repo
 
-    return make_repo(tmp_path_factory)
+    return make_repo(tmp_path_factory.mktemp("e2e"))
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """The slowest tests first, so that the two test processes (pyproject.toml) end at about the same time."""
-    first = ("test_sweeps_e2e.py", "test_pipeline_e2e.py")
+    first = ("test_sweeps_e2e.py", "test_pipeline_e2e.py", "test_faults.py")
     items.sort(key=lambda item: first.index(item.path.name) if item.path.name in first else len(first))

@@ -11,7 +11,7 @@ from stages.device import autocast_dtype, cpu_kernels, resolve_device
 from stages.errors import StageError
 from stages.infer import score, score_weights
 from stages.model import Net
-from stages.train import select_epoch, train
+from stages.train import peak_epoch, select_epoch, train
 from tests.helpers import default_train, fit
 
 
@@ -23,13 +23,38 @@ def test_stops_at_target_accuracy_and_keeps_that_epoch(tiny) -> None:
     assert result.saved_epoch == result.epochs_run
 
 
-def test_patience_stops_after_epochs_without_improvement(tiny) -> None:
-    # Pinned to an unsmoothed run, whose hold-out accuracy peaks at epoch 5 of 12 (with smoothing it still rises at 12).
+def stale_epochs(history: list[dict[str, float]], count_from: int) -> list[int]:
+    """Per epoch, how many epochs in a row (from count_from on) brought neither a better accuracy nor a lower loss."""
+    stale, run = [], 0
+    for i, r in enumerate(history):
+        earlier = history[:i]
+        improved = not earlier or (r["val_accuracy"] > max(e["val_accuracy"] for e in earlier)
+                                   or r["val_loss"] < min(e["val_loss"] for e in earlier))
+        run = 0 if improved else run + (r["epoch"] >= count_from)
+        stale.append(run)
+    return stale
+
+
+def test_patience_stops_after_epochs_with_neither_a_better_accuracy_nor_a_lower_loss(tiny) -> None:
+    # A constant rate without smoothing: the hold-out loss turns up once the tiny set is overfit.
     result = fit(tiny, epochs=12, patience=2, schedule="constant", selection="best", label_smoothing=0.0)
     assert result.stopped_because == "patience"
-    assert result.epochs_run == result.saved_epoch + 2
-    best = max(result.history, key=lambda r: (r["val_accuracy"], -r["val_loss"]))
-    assert best["epoch"] == result.saved_epoch
+    stale = stale_epochs(result.history, count_from=1)
+    assert stale[-1] == 2 and max(stale[:-1]) < 2  # it stopped at the first epoch the rule allows, not later
+    assert result.saved_epoch < result.epochs_run
+
+
+def test_patience_counts_only_after_onecycles_peak(tiny) -> None:
+    # With a patience of 1, any stale epoch stops training, but not one during the warm-up to the peak.
+    cfg = default_train().model_copy(update={"epochs": 10, "patience": 1, "schedule": "onecycle"})
+    assert peak_epoch(cfg) == 3  # onecycle peaks 30 % into the steps: in epoch 3 of 10
+    assert peak_epoch(cfg.model_copy(update={"schedule": "cosine"})) == 0
+    result = fit(tiny, epochs=10, patience=1, schedule="onecycle", lr=0.5)
+    # This run has a stale epoch in the warm-up, where counting from the start would have stopped it.
+    assert max(stale_epochs(result.history, count_from=1)[:peak_epoch(cfg)]) >= 1
+    stale = stale_epochs(result.history, count_from=peak_epoch(cfg) + 1)
+    assert result.stopped_because == ("patience" if stale[-1] else "epochs")
+    assert max(stale[:-1], default=0) == 0  # no earlier epoch met the rule
 
 
 def test_saved_weights_are_the_selected_epochs(tiny) -> None:
