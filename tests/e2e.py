@@ -45,6 +45,10 @@ def make_repo(root: Path, data: Path | None = None, repro: bool = True) -> tuple
            "HOME": str(root), "PYTHONPATH": ""}
     sh(repo, "git", "init", "-q", "-b", "main", env=env)
     sh(repo, "dvc", "init", "-q", env=env)
+    # The project's DVC config and plot templates: the offline plots page (vega/page.html), the confusion matrix.
+    shutil.copy(REPO / ".dvc" / "config", repo / ".dvc" / "config")
+    shutil.copytree(REPO / ".dvc" / "plots", repo / ".dvc" / "plots")
+    shutil.copytree(REPO / "vega", repo / "vega", ignore=shutil.ignore_patterns("__pycache__", "*.py"))
     sh(repo, "git", "add", "-A", env=env)
     sh(repo, "git", "commit", "-q", "-m", "pipeline", env=env)
     if not repro:

@@ -10,8 +10,11 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
+from tests.browser import CHROMIUM, open_page
 from tests.e2e import sh
+from tests.helpers import REPO
 
 pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("pipeline_e2e")]  # one test process, one repository
 
@@ -122,9 +125,35 @@ def test_experiment_with_adam_compares_in_exp_show_and_plots_diff(dvc_repo) -> N
 
     out = sh(repo, "dvc", "plots", "diff", "HEAD", "adam-e2e", "-o", "plots_html", env=env)
     html = (repo / "plots_html" / "index.html").read_text()
-    assert "Accuracy per epoch" in html and "Test accuracy per digit" in html and "adam-e2e" in html
+    assert "Accuracy per epoch" in html and "Test errors per digit" in html and "adam-e2e" in html
     assert "training_curves.png" in html
     assert len(list((repo / "plots_html" / "static").glob("*training_curves.png"))) == 2
+    if CHROMIUM is not None:  # the same page in a browser, offline: test_plots_pages_draw_offline_in_chromium
+        assert_drawn_offline(open_page(repo / "plots_html" / "index.html"), revisions={"HEAD", "adam-e2e"})
+
+
+# The vega plots of dvc.yaml (the rest are PNGs), and those of them whose colour legend lists the revisions.
+VEGA_PLOTS = sorted(next(iter(p)) for p in yaml.safe_load((REPO / "dvc.yaml").read_text())["plots"]
+                    if isinstance(p, dict))
+PER_REVISION = ("accuracy", "loss", "per_class")
+
+
+def assert_drawn_offline(page: dict, revisions: set[str]) -> None:
+    """Every vega plot drew marks, with no request to the network and no console error; one legend entry a revision."""
+    assert page["refused"] == [] and page["errors"] == [], page
+    assert sorted(page["divs"]) == VEGA_PLOTS and sorted(e["id"] for e in page["embeds"]) == VEGA_PLOTS, page
+    for embed in page["embeds"]:
+        assert "error" not in embed and embed["marks"] > 0, embed
+        if embed["id"] in PER_REVISION:
+            assert set(embed["legend"]) == revisions, embed
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="no `chromium` on PATH (Debian: apt-get install chromium; .ci/run "
+                    "installs it): the plots pages are not opened in a browser")
+def test_plots_pages_draw_offline_in_chromium(dvc_repo) -> None:
+    repo, env = dvc_repo
+    sh(repo, "dvc", "plots", "show", "-o", "show_html", env=env)
+    assert_drawn_offline(open_page(repo / "show_html" / "index.html"), revisions={"workspace"})
 
 
 def test_remote_round_trip_and_artifact_by_name(dvc_repo, tmp_path) -> None:
