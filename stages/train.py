@@ -360,9 +360,11 @@ def main(args: argparse.Namespace) -> None:
             bar.close()
     seconds = time.perf_counter() - start
     # What a person compares across runs; the per-epoch values stay in the history.
-    summary = {"epochs_run": result.epochs_run, "saved_epoch": result.saved_epoch,
-               "saved_val_accuracy": result.saved_accuracy, "train_seconds": round(seconds, 2),
-               **where, "precision": "bf16" if amp else "fp32", "kernels": kernels}
+    # torch's version beside the arithmetic and the kernels: `dvc metrics diff` shows when any of them changed.
+    summary = {"epochs_run": result.epochs_run, "stopped_because": result.stopped_because,
+               "saved_epoch": result.saved_epoch, "saved_val_accuracy": result.saved_accuracy,
+               "train_seconds": round(seconds, 2), **where, "precision": "bf16" if amp else "fp32",
+               "kernels": kernels, "torch": torch.__version__}
     print(f"stopped: {result.stopped_because} after {result.epochs_run} epochs, {seconds:.1f} s; saved epoch "
           f"{result.saved_epoch} ({p.train.selection}), validation accuracy {result.saved_accuracy:.2%}")
     write_outputs(result=result, summary=summary, summary_text=summary_text, all_params=p.model_dump())

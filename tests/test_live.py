@@ -47,9 +47,10 @@ def test_each_epoch_is_in_the_history_and_summary_as_soon_as_it_ends(project: Pa
 
     # At the end the summary holds what a person compares across runs, and the model is there.
     final = json.loads(summary.read_text())
-    assert set(final) == {"epochs_run", "saved_epoch", "saved_val_accuracy", "train_seconds", "device",
-                          "device_name", "precision", "kernels"}
+    assert set(final) == {"epochs_run", "stopped_because", "saved_epoch", "saved_val_accuracy", "train_seconds",
+                          "device", "device_name", "precision", "kernels", "torch"}
     assert final["epochs_run"] == 4 and final["device"] == "cpu" and final["precision"] == "fp32"
+    assert final["stopped_because"] == "epochs" and final["torch"] == torch.__version__
     # What this machine ran: the CPU kernels PyTorch dispatched to (AVX2 here, AVX512 on others).
     assert final["kernels"] == torch.backends.cpu.get_cpu_capability()
     assert final["device_name"] == cpu_model() != ""
