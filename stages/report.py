@@ -48,6 +48,12 @@ def _device(row: dict[str, Any]) -> str:
     return f"{kind} ({name})" if kind and name else str(kind or "-")
 
 
+def _arithmetic(row: dict[str, Any]) -> str:
+    """How it computed, as the train stage recorded it: 'bf16, AVX512' (precision, then the CPU kernels)."""
+    parts = [str(row[key]) for key in ("precision", "kernels") if row.get(key) not in (None, "-")]
+    return ", ".join(parts) or "-"
+
+
 def summarize(rows: list[dict[str, Any]]) -> str:
     """Markdown: one line per experiment, then mean, standard deviation, minimum and maximum of each column,
     and how many experiments reach the seed's 99.41 %."""
@@ -55,7 +61,7 @@ def summarize(rows: list[dict[str, Any]]) -> str:
         raise StageError(f"no finished experiments and no results in the workspace to summarize (run the "
                          f"pipeline with `dvc repro`, experiments with `{SWEEP_HINT}`, or fetch a team's with "
                          f"`dvc exp pull origin`)")
-    header = ["experiment"] + [c[0] for c in COLUMNS] + ["device"]
+    header = ["experiment"] + [c[0] for c in COLUMNS] + ["device", "arithmetic"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     values: dict[str, list[float]] = {c[0]: [] for c in COLUMNS}
     for row in rows:
@@ -65,7 +71,7 @@ def summarize(rows: list[dict[str, Any]]) -> str:
             cells.append("-" if value is None else _cell(value, name, decimals))
             if value is not None:
                 values[name].append(float(value))
-        lines.append("| " + " | ".join(cells + [_device(row)]) + " |")
+        lines.append("| " + " | ".join(cells + [_device(row), _arithmetic(row)]) + " |")
     for label, stat in (("mean", statistics.fmean), ("std", statistics.stdev), ("min", min), ("max", max)):
         cells = [f"**{label}**"]
         for name, _, decimals in COLUMNS:
@@ -74,7 +80,7 @@ def summarize(rows: list[dict[str, Any]]) -> str:
             # Means and spreads of integer columns need a decimal more than the values.
             shown = decimals + (1 if label in ("mean", "std") else 0)
             cells.append(_cell(stat(column), name, shown) if enough and name != "seed" else "")
-        lines.append("| " + " | ".join(cells + [""]) + " |")
+        lines.append("| " + " | ".join(cells + ["", ""]) + " |")
     accuracies = values["test accuracy (%)"]
     lines.append(f"\n{sum(a >= BAR for a in accuracies)} of {len(accuracies)} reach >= {BAR:.2%} test accuracy.")
     return "\n".join(lines)
