@@ -35,7 +35,7 @@ mariadb -e "CREATE USER IF NOT EXISTS 'slurm'@'127.0.0.1' IDENTIFIED BY '$dbpass
 
 # Slurm's configuration and directories.
 install -d -o slurm -g slurm /var/lib/slurm/slurmctld /var/lib/slurm/slurmd /var/log/slurm
-sed -e "s/@HOST@/$host/g" -e "s/@CPUS@/$cpus/" -e "s/@MEMORY@/$memory/" "$here/slurm.conf.in" >/etc/slurm/slurm.conf
+sed -e "s/@HOST@/$host/g" -e "s/@CPUS@/$cpus/" -e "s/@MEMORY@/$memory/" -e "s/@MEMPERCPU@/$((memory / cpus))/" "$here/slurm.conf.in" >/etc/slurm/slurm.conf
 sed -e "s/@DBPASS@/$dbpass/" "$here/slurmdbd.conf.in" >/etc/slurm/slurmdbd.conf
 chown slurm: /etc/slurm/slurmdbd.conf && chmod 600 /etc/slurm/slurmdbd.conf
 

@@ -219,10 +219,10 @@ def parse(raw: Any) -> Params:
         raise ParamsError(_message(exc.errors(include_url=False)[0])) from None
 
 
-def load(path: Path = paths.PARAMS) -> Params:
-    """Read and validate params.yaml."""
+def read_yaml(path: Path = paths.PARAMS) -> Any:
+    """params.yaml as parsed YAML, unvalidated; ParamsError when it is missing or not YAML (with line and column)."""
     try:
-        raw = yaml.safe_load(path.read_text())
+        return yaml.safe_load(path.read_text())
     except FileNotFoundError:
         raise ParamsError(f"{path}: not found (run from the repository root)") from None
     except yaml.MarkedYAMLError as exc:  # the parser knows where: line and column, counted from 1
@@ -232,4 +232,8 @@ def load(path: Path = paths.PARAMS) -> Params:
         raise ParamsError(f"{path}: not valid YAML{where}: {what}") from None
     except yaml.YAMLError as exc:
         raise ParamsError(f"{path}: not valid YAML: {str(exc).splitlines()[0]}") from None
-    return parse(raw)
+
+
+def load(path: Path = paths.PARAMS) -> Params:
+    """Read and validate params.yaml."""
+    return parse(read_yaml(path))

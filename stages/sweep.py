@@ -22,7 +22,6 @@ import re
 import shlex
 import shutil
 import subprocess
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -66,20 +65,28 @@ def grid(sets: list[str]) -> list[list[str]]:
              for o in overrides] for point in points]
 
 
-def check_point(overrides: list[str]) -> None:
-    """Raise ParamsError with the point's -S values if params.yaml with them is not valid (stages/config.py)."""
-    from dvc.utils.hydra import apply_overrides
+def check_points(points: list[list[str]]) -> None:
+    """Raise ParamsError, naming the point, if params.yaml with a point's -S values is not valid (stages/config.py).
 
-    with tempfile.TemporaryDirectory() as scratch:
-        copy = Path(scratch) / "params.yaml"
-        shutil.copy(paths.PARAMS, copy)
+    The values are applied as `dvc exp run -S` applies them (DVC's own Hydra overrides on params.yaml), in
+    memory: a 200-point grid is checked in a fraction of a second.
+    """
+    from dvc.utils.hydra import to_hydra_overrides
+    from hydra._internal.config_loader_impl import ConfigLoaderImpl
+    from omegaconf import OmegaConf
+
+    raw = config.read_yaml(paths.PARAMS)
+    for point in points:
+        params = OmegaConf.create(raw)
+        OmegaConf.set_struct(params, True)  # as DVC: a key params.yaml does not have is an error, not a new key
         try:
-            apply_overrides(copy, overrides)
-            config.load(copy)
+            ConfigLoaderImpl._apply_overrides_to_config(to_hydra_overrides(point), params)
+            config.parse(OmegaConf.to_object(params))
         except ParamsError as exc:
-            raise ParamsError(f"{' '.join(overrides)}: {str(exc).replace(str(copy), 'params.yaml')}") from None
-        except Exception as exc:  # DVC's InvalidArgumentError: a key that params.yaml does not have, say
-            raise ParamsError(f"{' '.join(overrides)}: {exc}") from None
+            raise ParamsError(f"{' '.join(point)}: {exc}") from None
+        except Exception as exc:  # Hydra's and OmegaConf's errors: a key that params.yaml does not have, say
+            missing = "; params.yaml has no such key" if "not in struct" in str(exc) else ""
+            raise ParamsError(f"{' '.join(point)}: {str(exc).splitlines()[0]}{missing}") from None
 
 
 def remote_experiments(remote: str, sweep: str) -> set[int]:
@@ -96,9 +103,13 @@ def job_script(*, sweep: str, points: list[list[str]], commit: str, remote_url: 
                       for i, point in enumerate(points))
     limit = f"%{max_running}" if max_running else ""
     data = (f"export MNIST_DIR={shlex.quote(mnist_dir)}  # on a shared file system" if mnist_dir else
-            "dvc pull -q download || { echo 'error: MNIST is not on the DVC remote (run `dvc repro download && "
-            "dvc push` once, or submit with --mnist-dir)'; exit 3; }" if not allow_web else
-            "dvc pull -q download || echo 'MNIST is not on the DVC remote: the download stage fetches it'")
+            "dvc pull -q params download || { echo 'error: MNIST is not on the DVC remote (run `dvc repro download "
+            "&& dvc push` once, or submit with --mnist-dir)'; exit 3; }\n"
+            "# The download stage must not run here (nodes are often offline): its code and params match dvc.lock.\n"
+            "dvc status -q params download || { echo 'error: the download stage would run again on the node: its "
+            "code or params differ from dvc.lock (run `dvc repro` where you submit, commit and push dvc.lock, "
+            "`dvc push`; or submit with --mnist-dir or --allow-web)'; exit 3; }" if not allow_web else
+            "dvc pull -q params download || echo 'MNIST is not on the DVC remote: the download stage fetches it'")
     return f"""#!/bin/bash
 # Sweep {sweep}: {len(points)} DVC experiments at commit {commit}, one a task
 # (written by `python -m stages.sweep submit`; `python -m stages.sweep resubmit {sweep}` runs the
@@ -145,7 +156,7 @@ class Task:
 
 
 def accounting(sweep: str) -> dict[int, Task]:
-    """Each task's latest attempt, from Slurm's accounting (`sacct`), by task index."""
+    """Each task's latest attempt, from Slurm's accounting (`sacct`) and the controller (`squeue`), by index."""
     if shutil.which("sacct") is None:
         raise StageError("sacct: not on PATH (run this where Slurm's client commands are)")
     done = subprocess.run(["sacct", "-X", "--parsable2", "--noheader", f"--name={JOB_PREFIX}{sweep}",
@@ -156,20 +167,29 @@ def accounting(sweep: str) -> dict[int, Task]:
     # squeue: the controller's own view of the jobs it holds, ahead of the accounting's (which lags by seconds).
     live = subprocess.run(["squeue", "-h", "-r", f"--name={JOB_PREFIX}{sweep}", "-o", "%i|%T|0:0|%Z"],
                           capture_output=True, text=True)
+    return parse_accounting(done.stdout.splitlines() + (live.stdout.splitlines() if live.returncode == 0 else []))
+
+
+def parse_accounting(rows: list[str]) -> dict[int, Task]:
+    """Tasks from `JobID|State|ExitCode|WorkDir` rows (sacct's, then squeue's): 12_3 is task 3 of array job 12,
+    12_[4-6%2] or 12_[1,4] the tasks of job 12 that had not started."""
     tasks: dict[int, Task] = {}
-    for line in done.stdout.splitlines() + (live.stdout.splitlines() if live.returncode == 0 else []):
-        job_id, state, exit_code, workdir = line.split("|")[:4]
+    ranks: dict[int, tuple[int, bool]] = {}
+    for row in rows:
+        job_id, state, exit_code, workdir = row.split("|")[:4]
         job, _, which = job_id.partition("_")
-        # A pending range: 12_[3-5%2] or 12_[1,4]; a started task: 12_3.
         indices: list[int] = []
         for part in which.strip("[]").split("%")[0].split(","):
             first, _, last = part.partition("-")
             if first.isdigit():
                 indices += range(int(first), int(last or first) + 1)
         word = STATES.get(state.split()[0], state.split()[0].lower())
+        # A later submission wins; within one, a task's own row wins over its array's row for the tasks that had
+        # not started (which sacct keeps as "CANCELLED" once the array ends, even for tasks that ran).
+        rank = (int(job), not which.startswith("["))
         for i in indices:
-            if i not in tasks or int(job) >= tasks[i].job:
-                tasks[i] = Task(i, int(job), word, exit_code, workdir)
+            if i not in ranks or rank >= ranks[i]:
+                tasks[i], ranks[i] = Task(i, int(job), word, exit_code, workdir), rank
     return tasks
 
 
@@ -191,7 +211,8 @@ def status_line(sweep: str, task: Task, arrived: bool) -> str:
         epochs = [x for x in lines if re.match(r"epoch\s+\d+/\d+ ", x)]  # the train stage's line an epoch
         line += f"; {' '.join(epochs[-1].split())}" if epochs else "; starting"
     elif not arrived and task.state != "pending":
-        errors = [x for x in lines if x.startswith("error: ")]  # a stage's one line (a param check, ...)
+        # A stage's one line (a param check, ...) or DVC's own (a remote that went away, ...)
+        errors = [x for x in lines if x.startswith(("error: ", "ERROR: "))]
         tail = errors[-1:] or lines[-LOG_LINES:]
         line += f"; {log}: " + " | ".join(x.strip() for x in tail) if lines else f"; no log at {log}"
     return line
@@ -210,8 +231,7 @@ def submit(*, sweep: str, sets: list[str], remote: str, max_running: int | None,
     if not NAME.fullmatch(sweep):
         raise StageError(f"sweep name {sweep!r}: lower-case letters, digits and '-', starting with a letter")
     points = grid(sets)
-    for point in points:
-        check_point(point)
+    check_points(points)
     if git("status", "--porcelain", "--untracked-files=no").strip():
         raise StageError("the workspace has uncommitted changes: the tasks clone the Git remote, so commit and "
                          "push them first")

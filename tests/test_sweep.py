@@ -83,8 +83,24 @@ def test_the_job_script_runs_each_point_in_its_own_clone_and_pushes_only_its_exp
                  "#SBATCH --gpus-per-task=1", "#SBATCH --output=/home/u/mnist/sweeps/s/logs/%A_%a.log",
                  "  0) set -- -S train.seed=1 -S train.lr=0.1 ;;", "  1) set -- -S train.seed=2 -S 'x=a b' ;;",
                  "source /shared/venv/bin/activate", "git checkout -q abc123", 'dvc exp run --name "$name" "$@"',
-                 'dvc exp push origin "$name"', "dvc pull -q download || {"):
+                 'dvc exp push origin "$name"', "dvc pull -q params download || {",
+                 "dvc status -q params download || {"):
         assert line in script, line
     assert "${SLURM_TMPDIR:-${TMPDIR:-/tmp}}" in script and "trap 'cd / && rm -rf \"$scratch\"' EXIT" in script
     # bash reads it (no syntax error)
     assert subprocess.run(["bash", "-n"], input=script, text=True).returncode == 0
+
+
+def test_each_tasks_latest_attempt_is_read_from_slurms_rows() -> None:
+    # Rows as sacct and squeue gave them for a 3-task array (job 30) and a resubmission of task 2 (job 41):
+    # task 0 killed with kill -9, task 1 past its time limit, task 2 cancelled while pending, then running again.
+    rows = ["30_0|FAILED|0:9|/home/u/mnist", "30_1|TIMEOUT|0:0|/home/u/mnist",
+            "30_[1-2]|CANCELLED by 0|0:0|/home/u/mnist", "41_[2]|PENDING|0:0|/home/u/mnist",
+            "41_2|RUNNING|0:0|/home/u/mnist"]
+    tasks = sweep.parse_accounting(rows)
+    assert [(t.index, t.job, t.state, t.exit_code) for t in tasks.values()] == [
+        (0, 30, "failed", "0:9"), (1, 30, "timed out", "0:0"), (2, 41, "running", "0:0")]
+    pending = sweep.parse_accounting(["7_[0-199%10]|PENDING|0:0|/w"])
+    assert sorted(pending) == list(range(200)) and {t.state for t in pending.values()} == {"pending"}
+    line = sweep.status_line("s", tasks[0], arrived=False)
+    assert line.startswith("s-0  failed (signal 9) not on the Git remote; no log at /home/u/mnist/sweeps/s/logs/30_0")
