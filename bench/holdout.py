@@ -39,7 +39,7 @@ import yaml
 
 from stages import config, data, paths
 from stages.device import resolve_device
-from stages.infer import logits, score_weights
+from stages.infer import probabilities, score_weights
 from stages.model import Net
 from stages.train import train
 
@@ -65,17 +65,11 @@ def parse_variant(text: str) -> tuple[str, list[str]]:
     return name, [item for item in rest.split(",") if item.strip()]
 
 
-# One-pixel shifts (rows, columns) for --tta; MNIST's 28x28 frame has a blank border, so a roll moves only blank
-# pixels around the edge.
-TTA_SHIFTS = ((0, 0), (1, 0), (-1, 0), (0, 1), (0, -1))
-
-
 def score_tta(state: dict[str, torch.Tensor], images: torch.Tensor, labels: torch.Tensor) -> tuple[float, float]:
-    """(accuracy, mean NLL) of the weights `state` with softmax averaged over TTA_SHIFTS of each image."""
+    """(accuracy, mean NLL) of the weights `state` with test-time augmentation, as evaluate scores (infer)."""
     model = Net().to(images.device)
     model.load_state_dict(state)
-    probs = sum(torch.softmax(logits(model, torch.roll(images, shift, dims=(2, 3))), 1) for shift in TTA_SHIFTS)
-    probs = probs / len(TTA_SHIFTS)
+    probs = probabilities(model, images)
     loss = float(-torch.log(probs[torch.arange(len(labels)), labels]).mean())
     return float((probs.argmax(1) == labels).float().mean()), loss
 

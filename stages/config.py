@@ -73,8 +73,6 @@ class Augment(_Section):
                                 "of the image side; " + OFF + ".")
     scale: Fraction = Field(0.03, description="Random scaling per image and epoch, uniform in "
                             "[1 - scale, 1 + scale]; " + OFF + ".")
-    elastic: float = Field(0.0, ge=0.0, le=4.0, description="Largest shift of a smooth random displacement field "
-                           "per image and epoch (elastic distortion), in pixels; " + OFF + ".")
 
 
 class Train(_Section):
@@ -86,7 +84,7 @@ class Train(_Section):
         "auto", description="Training arithmetic. auto: bfloat16 autocast on CPUs with native bf16 (AVX512-BF16, "
         "AMX), float32 elsewhere (CUDA included). Validation and evaluation always run in float32.")
     seed: int = Field(0, ge=0, description="Seed of the weights, the shuffling and the augmentation.")
-    epochs: int = Field(15, ge=1, description="At most this many epochs; early stopping may end sooner.")
+    epochs: int = Field(18, ge=1, description="At most this many epochs; early stopping may end sooner.")
     batch_size: int = Field(64, ge=1, le=MNIST_TRAIN_SIZE, description="Images per training step.")
     optimizer: Literal["sgd", "adam"] = Field("sgd", description="sgd (with momentum and nesterov) or adam.")
     lr: float = Field(0.05, gt=0.0, description="Peak learning rate, per batch of batch_size.")
@@ -103,7 +101,7 @@ class Train(_Section):
     selection: Literal["best", "last_within_se"] = Field(
         "last_within_se", description="The epoch whose weights are saved. best: highest validation accuracy; "
         "last_within_se: the latest epoch within one standard error of it (robust to one-image noise).")
-    patience: int = Field(0, ge=0, description="Stop after this many epochs in a row with neither a higher "
+    patience: int = Field(3, ge=0, description="Stop after this many epochs in a row with neither a higher "
                           "validation accuracy nor a lower validation loss than before, counted once the learning "
                           "rate has peaked (onecycle warms up first); " + OFF + ".")
     augment: Augment = Field(default_factory=Augment, description="Random affine transform per image and epoch.")

@@ -46,18 +46,11 @@ def load_holdout(raw_dir: Path, holdout_size: int, seed: int,
     return images[fit], labels[fit], images[held], labels[held]
 
 
-# Control points per side of the elastic displacement field: a 4x4 grid of random
-# shifts, upsampled to the image, bends strokes over about a third of a digit.
-ELASTIC_GRID = 4
-
-
-def augment(x: torch.Tensor, *, rotate: float, translate: float, scale: float, elastic: float = 0.0,
+def augment(x: torch.Tensor, *, rotate: float, translate: float, scale: float,
             generator: torch.Generator) -> torch.Tensor:
     """Random affine transform of each image of a batch (N, 1, H, W), on x's device.
 
     rotate in degrees, translate as a fraction of the side, scale relative.
-    elastic: the largest shift of a smooth random displacement field, in pixels
-    (0: none), on top of the affine transform, in the same single resampling.
     Pixels pulled in from outside repeat the border, which in MNIST is
     background, so the normalized background value stays right.
     """
@@ -73,11 +66,4 @@ def augment(x: torch.Tensor, *, rotate: float, translate: float, scale: float, e
     tx, ty = uniform(2 * translate), uniform(2 * translate)
     theta = torch.stack([torch.stack([cos, -sin, tx], 1), torch.stack([sin, cos, ty], 1)], 1)
     grid = F.affine_grid(theta, list(x.shape), align_corners=False)
-    if elastic > 0:
-        # Shifts drawn on a coarse grid and upsampled bicubically: smooth, as a pen's wobble is.
-        coarse = (torch.rand(n, 2, ELASTIC_GRID, ELASTIC_GRID, generator=generator, device=x.device) * 2 - 1)
-        field = F.interpolate(coarse, size=x.shape[-2:], mode="bicubic", align_corners=True)
-        # grid_sample's coordinates span 2 units over the side: a pixel is 2 / side.
-        sides = torch.tensor([x.shape[-1], x.shape[-2]], device=x.device, dtype=x.dtype)
-        grid = grid + field.permute(0, 2, 3, 1) * (2 * elastic / sides)
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)

@@ -60,13 +60,26 @@ def cpu_kernels(device: torch.device) -> str:
     return torch.backends.cpu.get_cpu_capability() if device.type == "cpu" else "-"
 
 
-def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
-    """bfloat16 for autocast when asked for, or when `auto` on a CPU that does it natively; else None (fp32).
+def cpu_flags() -> set[str]:
+    """The CPU's feature flags as Linux reports them (/proc/cpuinfo); empty elsewhere."""
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            return set(next((line.split(":", 1)[1] for line in cpuinfo if line.startswith("flags")), "").split())
+    except OSError:
+        return set()
 
-    `auto` keeps fp32 on CUDA: this 10k-parameter net is bound by kernel
-    latency there, not arithmetic, and autocast's casts are extra kernels.
-    On an H100, 15 epochs took 8.7 s in fp32 and 11.8 s in bf16 (bench/holdout.py).
-    On a 2-core CPU with AMX, a bf16 training step of 64 images took about 15 ms, fp32 20 ms.
+
+def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    """bfloat16 for autocast when asked for, or when `auto` on a CPU where it was measured faster; else None (fp32).
+
+    `auto` keeps fp32 on CUDA: this 10k-parameter net is bound by kernel latency there, not arithmetic, and
+    autocast's casts are extra kernels (an H100: 15 epochs in 8.7 s fp32, 11.8 s bf16). On CPUs, by their
+    flags, the 2-epoch train stage side by side (bench/results/zen5-2026-12-02, README "How long it takes"):
+    - amx_bf16 (Intel Xeon, Sapphire Rapids on): bf16, a 64-image step 15 ms against 20 ms in fp32;
+    - avx512_bf16 with avx_vnni (AMD Zen 5): bf16, 1.13x as fast as fp32;
+    - avx512_bf16 without avx_vnni (AMD Zen 4): fp32, bf16 was no faster (and its models differed more);
+    - no native bf16 (AVX2, AVX-512 without it): fp32, where bf16 is emulated.
+    oneDNN's own bf16 check follows ONEDNN_MAX_CPU_ISA, so under the AVX2 cap any x86 host trains in fp32.
     """
     if precision == "fp32" or device.type == "mps":
         return None
@@ -74,8 +87,5 @@ def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
         return torch.bfloat16
     if device.type == "cuda":
         return None
-    # Native bf16 only (AVX512-BF16 or AMX, as cpuinfo reports them): AVX-512 without it (Skylake, Cascade
-    # Lake) emulates bf16, and was never measured faster here. oneDNN's own check follows ONEDNN_MAX_CPU_ISA,
-    # so under the AVX2 cap any x86 host trains in fp32, as an AVX2 CPU does.
-    native = torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
-    return torch.bfloat16 if native and torch.ops.mkldnn._is_mkldnn_bf16_supported() else None
+    faster = torch.cpu._is_amx_tile_supported() or (torch.cpu._is_avx512_bf16_supported() and "avx_vnni" in cpu_flags())
+    return torch.bfloat16 if faster and torch.ops.mkldnn._is_mkldnn_bf16_supported() else None

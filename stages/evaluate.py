@@ -13,25 +13,27 @@ import argparse
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
 from stages import atomic, cli, config, data, paths
 from stages.device import resolve_device
-from stages.infer import load_checkpoint, logits
+from stages.infer import load_checkpoint, probabilities
 
 
 def evaluate(*, model: torch.nn.Module, images: torch.Tensor,
              labels: torch.Tensor) -> tuple[dict[str, Any], list[dict[str, Any]], list[dict[str, Any]]]:
-    """Test metrics, a {digit, accuracy} row per class, and an {index, actual, predicted, probability} row per image."""
-    out = logits(model, images).float()
-    probs = out.softmax(1)
-    predicted = out.argmax(1)
+    """Test metrics, a {digit, accuracy} row per class, and an {index, actual, predicted, probability} row per image.
+
+    Predictions average the softmax over each image and its one-pixel shifts (infer.TTA_SHIFTS); the loss is the
+    mean negative log-likelihood of those averaged probabilities.
+    """
+    probs = probabilities(model, images)
+    predicted = probs.argmax(1)
     right = predicted == labels
     hits, counts = torch.bincount(labels[right], minlength=10), torch.bincount(labels, minlength=10)
     per_class = [{"digit": str(c), "accuracy": round(h / max(n, 1), 6)}
                  for c, (h, n) in enumerate(zip(hits.tolist(), counts.tolist(), strict=True))]
     metrics = {"test": {"accuracy": int(right.sum()) / len(labels),
-                        "loss": F.cross_entropy(out, labels).item(),
+                        "loss": -probs[torch.arange(len(labels)), labels].clamp_min(1e-12).log().mean().item(),
                         "errors": int((~right).sum().item())}}
     rows = [{"index": i, "actual": a, "predicted": p, "probability": round(q, 4)}
             for i, (a, p, q) in enumerate(zip(labels.tolist(), predicted.tolist(),

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 
 from stages import cli, paths
 from stages.errors import StageError
-from stages.infer import load_checkpoint, logits
+from stages.infer import load_checkpoint, probabilities
 from stages.model import MEAN, STD
 
 INK_THRESHOLD = 0.3  # of the contrast range: brighter than this (after inversion) counts as ink
@@ -88,7 +88,7 @@ def to_mnist(gray: torch.Tensor, where: str = "image") -> torch.Tensor:
 def predict(*, model: torch.nn.Module, images: list[Path]) -> list[dict[str, object]]:
     """[{file, digit, probability}] for each image file."""
     batch = torch.stack([to_mnist(read_gray(path), str(path)) for path in images])
-    probs = logits(model, batch.to(next(model.parameters()).device)).float().softmax(1).cpu()
+    probs = probabilities(model, batch.to(next(model.parameters()).device)).cpu()
     best = probs.max(1)
     return [{"file": str(path), "digit": int(d), "probability": round(float(p), 4)}
             for path, d, p in zip(images, best.indices, best.values, strict=True)]

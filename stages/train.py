@@ -181,7 +181,7 @@ def train(*, train_x: torch.Tensor, train_y: torch.Tensor, val_x: torch.Tensor, 
     steps_per_epoch = len(train_x) // cfg.batch_size
     scheduler = make_scheduler(optimizer, cfg, cfg.epochs * steps_per_epoch)
     aug = cfg.augment
-    augmenting = aug.rotate > 0 or aug.translate > 0 or aug.scale > 0 or aug.elastic > 0
+    augmenting = aug.rotate > 0 or aug.translate > 0 or aug.scale > 0
     # Sums stay on the device: one host sync per epoch, not per step.
     loss_sum = torch.zeros((), device=device)
     correct = torch.zeros((), device=device, dtype=torch.long)
@@ -209,7 +209,7 @@ def train(*, train_x: torch.Tensor, train_y: torch.Tensor, val_x: torch.Tensor, 
             xs, ys = train_x[batches], train_y[batches]
             if augmenting:
                 xs = data.augment(xs, rotate=aug.rotate, translate=aug.translate, scale=aug.scale,
-                                  elastic=aug.elastic, generator=generator)
+                                  generator=generator)
             for i in range(0, len(batches), cfg.batch_size):
                 step(xs[i:i + cfg.batch_size], ys[i:i + cfg.batch_size])
                 scheduler.step()

@@ -110,3 +110,17 @@ def test_huge_image_is_refused_from_its_header_in_one_line(tmp_path: Path, capsy
 def test_a_model_file_of_the_users_that_is_missing_is_no_such_file(tmp_path: Path, capsys) -> None:
     assert refused(capsys, [str(SEVEN), "--model", str(tmp_path / "nosuch.pt")]) == \
         f"error: {tmp_path / 'nosuch.pt'}: no such file"
+
+
+def test_evaluate_and_predict_average_each_image_and_its_one_pixel_shifts() -> None:
+    # The test-time augmentation the hold-out chose (stages/infer.py): five views, softmax averaged.
+    from stages.infer import TTA_SHIFTS, probabilities
+
+    torch.manual_seed(0)
+    model, images = Net().eval(), torch.randn(6, 1, 28, 28)
+    with torch.no_grad():
+        views = [model(torch.roll(images, shift, dims=(2, 3))).softmax(1) for shift in TTA_SHIFTS]
+        plain = model(images).softmax(1)
+    assert len(TTA_SHIFTS) == 5 and (0, 0) in TTA_SHIFTS
+    assert torch.allclose(probabilities(model, images), sum(views) / 5, atol=1e-6)
+    assert not torch.allclose(probabilities(model, images), plain, atol=1e-4)

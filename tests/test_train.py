@@ -6,7 +6,7 @@ import sys
 import pytest
 import torch
 
-from stages import config, data
+from stages import config, data, device
 from stages.device import autocast_dtype, cpu_kernels, resolve_device
 from stages.errors import StageError
 from stages.infer import score, score_weights
@@ -139,17 +139,20 @@ def test_auto_precision_is_fp32_on_cuda_and_asked_for_precisions_are_kept() -> N
     assert autocast_dtype("auto", torch.device("mps")) is None
 
 
-@pytest.mark.parametrize("avx512_bf16, amx, onednn, expected", [
-    (True, True, True, torch.bfloat16),  # an AMX Xeon
-    (True, False, True, torch.bfloat16),  # an AVX512-BF16 EPYC
-    (False, False, True, None),  # AVX-512 that only emulates bf16 (Skylake, Cascade Lake)
-    (True, True, False, None),  # oneDNN capped below AVX-512 (ONEDNN_MAX_CPU_ISA=AVX2)
-    (False, False, False, None),  # AVX2
+@pytest.mark.parametrize("avx512_bf16, amx, flags, onednn, expected", [
+    (True, True, {"amx_bf16", "avx512_bf16", "avx_vnni"}, True, torch.bfloat16),  # an AMX Xeon
+    (True, False, {"avx512_bf16", "avx_vnni"}, True, torch.bfloat16),  # an AMD Zen 5 EPYC: bf16 measured faster
+    (True, False, {"avx512_bf16"}, True, None),  # an AMD Zen 4 EPYC: bf16 measured no faster
+    (False, False, {"avx512f"}, True, None),  # AVX-512 that only emulates bf16 (Skylake, Cascade Lake)
+    (True, True, {"amx_bf16", "avx512_bf16", "avx_vnni"}, False, None),  # oneDNN capped (ONEDNN_MAX_CPU_ISA=AVX2)
+    (False, False, {"avx2"}, False, None),  # AVX2
 ])
-def test_auto_precision_on_a_cpu_is_bf16_only_where_it_is_native_and_onednn_uses_it(
-        monkeypatch, avx512_bf16: bool, amx: bool, onednn: bool, expected: torch.dtype | None) -> None:
+def test_auto_precision_on_a_cpu_is_bf16_only_where_it_was_measured_faster_and_onednn_uses_it(
+        monkeypatch, avx512_bf16: bool, amx: bool, flags: set[str], onednn: bool,
+        expected: torch.dtype | None) -> None:
     monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16)
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx)
+    monkeypatch.setattr(device, "cpu_flags", lambda: flags)
     monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: onednn)
     assert autocast_dtype("auto", torch.device("cpu")) is expected
 
