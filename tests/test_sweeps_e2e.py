@@ -83,8 +83,9 @@ def test_two_machines_publish_sweeps_watched_as_they_run_and_a_third_pulls_them_
     sh(b, "dvc", "config", "--local", "exp.auto_push", "true", env=env)
     sh(b, "dvc", "config", "--local", "exp.git_remote", "origin", env=env)
     epochs = 40  # on 2 cores a poll of `dvc exp show` took as long as 3-4 epochs: some 10 polls while it runs
+    # (early stopping off: on tiny data it would end the run before the polls see enough of it)
     sh(b, "dvc", "exp", "run", "--queue", "-n", "long-e2e", "-S", "train.seed=5", "-S", f"train.epochs={epochs}",
-       env=env)
+       "-S", "train.patience=0", env=env)
     start_queue(a, env, jobs=2)
     start_queue(b, env, jobs=1)
 
