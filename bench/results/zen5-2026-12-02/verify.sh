@@ -16,6 +16,6 @@ case $arithmetic in
   *) echo "usage: verify.sh CLONE fp32|bf16" >&2; exit 2 ;;
 esac
 # Wait until the queue has nothing queued or running (the workers exit when it is empty).
-while dvc queue status 2>/dev/null | grep -qE 'Queued|Running'; do sleep 60; done
+while status=$(dvc queue status 2>/dev/null) && grep -qE 'Queued|Running' <<<"$status"; do sleep 60; done
 dvc queue status
 comm -13 <(echo "$before") <(dvc exp list --name-only | sort) | tr '\n' ' '; echo
