@@ -39,7 +39,8 @@ import yaml
 
 from stages import config, data, paths
 from stages.device import resolve_device
-from stages.infer import probabilities, score_weights
+from stages.evaluate import evaluate
+from stages.infer import score_weights
 from stages.model import Net
 from stages.train import train
 
@@ -66,12 +67,11 @@ def parse_variant(text: str) -> tuple[str, list[str]]:
 
 
 def score_tta(state: dict[str, torch.Tensor], images: torch.Tensor, labels: torch.Tensor) -> tuple[float, float]:
-    """(accuracy, mean NLL) of the weights `state` with test-time augmentation, as evaluate scores (infer)."""
+    """(accuracy, loss) of the weights `state` as the evaluate stage scores them: with test-time augmentation."""
     model = Net().to(images.device)
     model.load_state_dict(state)
-    probs = probabilities(model, images)
-    loss = float(-torch.log(probs[torch.arange(len(labels)), labels]).mean())
-    return float((probs.argmax(1) == labels).float().mean()), loss
+    test = evaluate(model=model.eval(), images=images, labels=labels)[0]["test"]
+    return test["accuracy"], test["loss"]
 
 
 def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
