@@ -20,7 +20,8 @@ wait_for() {  # wait_for SECONDS DESCRIPTION COMMAND...
 install -d -o munge -g munge -m 0700 /etc/munge /var/lib/munge /var/log/munge
 install -d -o munge -g munge -m 0755 /run/munge
 [ -s /etc/munge/munge.key ] || { mungekey --create --keyfile /etc/munge/munge.key; chown munge: /etc/munge/munge.key; }
-running munged || runuser -u munge -- /usr/sbin/munged
+# --force: a munged killed before (as at the end of a CI run) leaves its socket behind
+running munged || runuser -u munge -- /usr/sbin/munged --force
 wait_for 10 munged munge -n
 
 # MariaDB, on 127.0.0.1 only, holding slurmdbd's database.
