@@ -37,6 +37,7 @@ class Result:
     epochs_run: int
     stopped_because: str  # "target_accuracy", "patience" or "epochs"
     history: list[dict[str, float]] = field(default_factory=list)
+    states: list[dict[str, torch.Tensor]] = field(default_factory=list)  # every epoch's weights, in order
 
 
 # Images augmented per call of data.augment: one affine grid for many batches
@@ -194,8 +195,7 @@ def train(*, train_x: torch.Tensor, train_y: torch.Tensor, val_x: torch.Tensor, 
 
     history: list[dict[str, float]] = []
     states: list[dict[str, torch.Tensor]] = []  # every epoch's weights (40 kB each) until one is selected
-    stopped_because, best_accuracy, best_loss, since_best = "epochs", -1.0, math.inf, 0
-    counting_from = peak_epoch(cfg) + 1
+    stopped_because = "epochs"
     for epoch in range(1, cfg.epochs + 1):
         start = time.perf_counter()
         model.train()
@@ -223,23 +223,38 @@ def train(*, train_x: torch.Tensor, train_y: torch.Tensor, val_x: torch.Tensor, 
         states.append({k: v.detach().clone(memory_format=torch.contiguous_format)
                        for k, v in model.state_dict().items()})
         on_epoch(record)
-
-        # The loss keeps falling while the rate anneals even when the accuracy stalls on a few hard images.
-        if val_accuracy > best_accuracy or val_loss < best_loss:
-            since_best = 0
-        elif epoch >= counting_from:
-            since_best += 1
-        best_accuracy, best_loss = max(best_accuracy, val_accuracy), min(best_loss, val_loss)
-        if cfg.target_accuracy is not None and val_accuracy >= cfg.target_accuracy:
-            stopped_because = "target_accuracy"
-            break
-        if cfg.patience and since_best >= cfg.patience:
-            stopped_because = "patience"
+        reason = stop_reason(history, target_accuracy=cfg.target_accuracy, patience=cfg.patience,
+                             counting_from=peak_epoch(cfg) + 1)
+        if reason:
+            stopped_because = reason
             break
     chosen = select_epoch(history, cfg.selection, len(val_x))
     return Result(saved_state=states[chosen], saved_epoch=chosen + 1, saved_accuracy=history[chosen]["val_accuracy"],
                   saved_loss=history[chosen]["val_loss"], epochs_run=len(history), stopped_because=stopped_because,
-                  history=history)
+                  history=history, states=states)
+
+
+def stop_reason(history: list[dict[str, float]], *, target_accuracy: float | None, patience: int,
+                counting_from: int) -> str | None:
+    """Why training stops after the last epoch of `history`, or None to go on.
+
+    "target_accuracy": that epoch's validation accuracy reached target_accuracy (None: off).
+    "patience": the last `patience` epochs (0: off), counting only epochs numbered counting_from
+    or later, brought neither a new best validation accuracy nor a new lowest validation loss.
+    """
+    best_accuracy, best_loss, since_best = -1.0, math.inf, 0
+    for record in history:
+        # The loss keeps falling while the rate anneals even when the accuracy stalls on a few hard images.
+        if record["val_accuracy"] > best_accuracy or record["val_loss"] < best_loss:
+            since_best = 0
+        elif record["epoch"] >= counting_from:
+            since_best += 1
+        best_accuracy, best_loss = max(best_accuracy, record["val_accuracy"]), min(best_loss, record["val_loss"])
+    if target_accuracy is not None and history[-1]["val_accuracy"] >= target_accuracy:
+        return "target_accuracy"
+    if patience and since_best >= patience:
+        return "patience"
+    return None
 
 
 def select_epoch(history: list[dict[str, float]], rule: str, n_val: int) -> int:

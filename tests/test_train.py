@@ -11,7 +11,7 @@ from stages.device import autocast_dtype, cpu_kernels, resolve_device
 from stages.errors import StageError
 from stages.infer import score, score_weights
 from stages.model import Net
-from stages.train import peak_epoch, select_epoch, train
+from stages.train import Result, peak_epoch, select_epoch, stop_reason, train
 from tests.helpers import default_train, fit
 
 
@@ -55,6 +55,24 @@ def test_patience_counts_only_after_onecycles_peak(tiny) -> None:
     stale = stale_epochs(result.history, count_from=peak_epoch(cfg) + 1)
     assert result.stopped_because == ("patience" if stale[-1] else "epochs")
     assert max(stale[:-1], default=0) == 0  # no earlier epoch met the rule
+
+
+def test_a_run_stopped_early_is_the_full_runs_first_epochs_so_rules_can_be_compared_after_the_fact(tiny) -> None:
+    # bench/stopping.py scores every stopping rule from one full run per seed; that is sound only if
+    # stopping changes nothing before the stop (onecycle's rates span all epochs, the data order is the seed's).
+    recipe = {"epochs": 12, "schedule": "onecycle", "lr": 0.1, "label_smoothing": 0.0}
+    stopped, full = fit(tiny, patience=1, **recipe), fit(tiny, patience=0, **recipe)  # here: stops after 8
+    k = stopped.epochs_run
+    assert len(full.history) == 12 and len(stopped.states) == k
+    def timeless(run: Result) -> list[dict[str, float]]:
+        return [{key: v for key, v in r.items() if key != "epoch_seconds"} for r in run.history]
+    assert timeless(stopped) == timeless(full)[:k]
+    assert all(torch.equal(stopped.states[-1][name], t) for name, t in full.states[k - 1].items())
+    # The rule, applied to the full run's first epochs, stops where the run itself stopped.
+    cfg = default_train().model_copy(update=recipe)
+    stops = [i for i in range(1, 13) if stop_reason(full.history[:i], target_accuracy=None, patience=1,
+                                                     counting_from=peak_epoch(cfg) + 1)]
+    assert (stops[0] if stops else 12) == k
 
 
 def test_saved_weights_are_the_selected_epochs(tiny) -> None:
