@@ -29,11 +29,8 @@ def resolve_device(name: str) -> torch.device:
 
 def cpu_model() -> str:
     """The CPU's model name ('AMD EPYC', 'Intel Xeon Platinum 8480+'), without trademarks and clock speed."""
-    name = ""
-    if sys.platform == "linux":
-        with open("/proc/cpuinfo") as cpuinfo:
-            name = next((line.split(":", 1)[1] for line in cpuinfo if line.startswith("model name")), "")
-    elif sys.platform == "darwin":
+    name = cpuinfo("model name")
+    if sys.platform == "darwin":
         name = subprocess.run(["sysctl", "-n", "machdep.cpu.brand_string"], capture_output=True, text=True).stdout
     name = re.sub(r"\((R|TM)\)|\bCPU\b|\bProcessor\b|@.*$|\s\d+-Core", "", name or platform.processor())
     return " ".join(name.split()) or platform.machine()
@@ -62,11 +59,17 @@ def cpu_kernels(device: torch.device) -> str:
 
 def cpu_flags() -> set[str]:
     """The CPU's feature flags as Linux reports them (/proc/cpuinfo); empty elsewhere."""
+    return set(cpuinfo("flags").split())
+
+
+def cpuinfo(key: str) -> str:
+    """The value of the first `key` line of Linux's /proc/cpuinfo; '' where there is none."""
     try:
-        with open("/proc/cpuinfo") as cpuinfo:
-            return set(next((line.split(":", 1)[1] for line in cpuinfo if line.startswith("flags")), "").split())
+        with open("/proc/cpuinfo") as lines:
+            return next((value.strip() for name, _, value in (line.partition(":") for line in lines)
+                         if name.strip() == key), "")
     except OSError:
-        return set()
+        return ""
 
 
 def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
