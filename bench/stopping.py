@@ -33,18 +33,16 @@ import yaml
 from bench.holdout import score_tta, with_overrides
 from stages import config, data, paths
 from stages.device import autocast_dtype, cpu_kernels, resolve_device
-from stages.train import peak_epoch, select_epoch, stop_reason, train
+from stages.train import patience_from, peak_epoch, select_epoch, stop_reason, train
 
 SEED_TARGET = 0.9941  # the seed's rule: stop once the hold-out accuracy reaches it
 
 
 def counting_from(rule: str, history: list[dict[str, float]], cfg: config.Train) -> int:
     """First epoch whose stale epochs count towards the patience, for a patience rule."""
-    if rule == "peak+3":  # the train stage's rule
+    if rule == "peak+3":  # the train stage's rule until this study
         return peak_epoch(cfg) + 1
-    # half+3: from the first epoch that starts at half the peak rate or less, after the peak
-    return next((r["epoch"] for r in history if r["epoch"] > peak_epoch(cfg) and r["lr"] <= cfg.lr / 2),
-                len(history) + 1)
+    return patience_from(history, cfg)  # half+3, the train stage's rule since this study
 
 
 RULES = ("peak+3", "half+3", "target", "none")

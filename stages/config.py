@@ -103,7 +103,7 @@ class Train(_Section):
         "last_within_se: the latest epoch within one standard error of it (robust to one-image noise).")
     patience: int = Field(3, ge=0, description="Stop after this many epochs in a row with neither a higher "
                           "validation accuracy nor a lower validation loss than before, counted once the learning "
-                          "rate has peaked (onecycle warms up first); " + OFF + ".")
+                          "rate has annealed to half its peak (a constant rate: from the first epoch); " + OFF + ".")
     augment: Augment = Field(default_factory=Augment, description="Random affine transform per image and epoch.")
 
 

@@ -11,7 +11,7 @@ from stages.device import autocast_dtype, cpu_kernels, resolve_device
 from stages.errors import StageError
 from stages.infer import score, score_weights
 from stages.model import Net
-from stages.train import Result, peak_epoch, select_epoch, stop_reason, train
+from stages.train import Result, make_scheduler, patience_from, peak_epoch, select_epoch, stop_reason, train
 from tests.helpers import default_train, fit
 
 
@@ -44,15 +44,40 @@ def test_patience_stops_after_epochs_with_neither_a_better_accuracy_nor_a_lower_
     assert result.saved_epoch < result.epochs_run
 
 
-def test_patience_counts_only_after_onecycles_peak(tiny) -> None:
-    # With a patience of 1, any stale epoch stops training, but not one during the warm-up to the peak.
-    cfg = default_train().model_copy(update={"epochs": 10, "patience": 1, "schedule": "onecycle"})
-    assert peak_epoch(cfg) == 3  # onecycle peaks 30 % into the steps: in epoch 3 of 10
-    assert peak_epoch(cfg.model_copy(update={"schedule": "cosine"})) == 0
-    result = fit(tiny, epochs=10, patience=1, schedule="onecycle", lr=0.5)
-    # This run has a stale epoch in the warm-up, where counting from the start would have stopped it.
-    assert max(stale_epochs(result.history, count_from=1)[:peak_epoch(cfg)]) >= 1
-    stale = stale_epochs(result.history, count_from=peak_epoch(cfg) + 1)
+def epoch_start_rates(cfg: config.Train, steps_per_epoch: int = 7) -> list[dict[str, float]]:
+    """A history holding only each epoch's starting learning rate under cfg's schedule (torch's own scheduler)."""
+    optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=cfg.lr)
+    scheduler = make_scheduler(optimizer, cfg, cfg.epochs * steps_per_epoch)
+    history = []
+    for epoch in range(1, cfg.epochs + 1):
+        history.append({"epoch": epoch, "lr": optimizer.param_groups[0]["lr"]})
+        for _ in range(steps_per_epoch):
+            optimizer.step()
+            scheduler.step()
+    return history
+
+
+def test_patience_counts_from_the_first_epoch_at_half_the_peak_rate() -> None:
+    onecycle = default_train().model_copy(update={"epochs": 18, "schedule": "onecycle"})
+    assert peak_epoch(onecycle) == 6  # onecycle peaks 30 % into the steps
+    # Epoch 13 of 18 starts 2/3 into the steps, at 0.46 of the peak rate; epoch 12 at 0.59 of it.
+    assert patience_from(epoch_start_rates(onecycle), onecycle) == 13
+    ten = onecycle.model_copy(update={"epochs": 10})
+    assert patience_from(epoch_start_rates(ten), ten) == 8
+    assert patience_from(epoch_start_rates(ten)[:7], ten) == 8  # not reached yet: no epoch counts so far
+    cosine = onecycle.model_copy(update={"epochs": 9, "schedule": "cosine"})
+    assert patience_from(epoch_start_rates(cosine), cosine) == 6  # starts 5/9 into the steps
+    constant = onecycle.model_copy(update={"schedule": "constant"})
+    assert patience_from(epoch_start_rates(constant), constant) == 1  # never anneals
+
+
+def test_patience_does_not_stop_a_run_before_the_rate_is_down_to_half_its_peak(tiny) -> None:
+    # With a patience of 1 any counted stale epoch stops training, but none counts before epoch 8 of 10.
+    result = fit(tiny, epochs=10, patience=1, schedule="onecycle", lr=0.1)
+    # This run has a stale epoch after the peak (epoch 3) and before epoch 8: counting from the peak,
+    # as the train stage did until bench/results/zen5-2026-12-02/stopping.md, would have stopped it there.
+    assert max(stale_epochs(result.history, count_from=4)[:7]) >= 1
+    stale = stale_epochs(result.history, count_from=8)
     assert result.stopped_because == ("patience" if stale[-1] else "epochs")
     assert max(stale[:-1], default=0) == 0  # no earlier epoch met the rule
 
@@ -61,7 +86,7 @@ def test_a_run_stopped_early_is_the_full_runs_first_epochs_so_rules_can_be_compa
     # bench/stopping.py scores every stopping rule from one full run per seed; that is sound only if
     # stopping changes nothing before the stop (onecycle's rates span all epochs, the data order is the seed's).
     recipe = {"epochs": 12, "schedule": "onecycle", "lr": 0.1, "label_smoothing": 0.0}
-    stopped, full = fit(tiny, patience=1, **recipe), fit(tiny, patience=0, **recipe)  # here: stops after 8
+    stopped, full = fit(tiny, patience=1, **recipe), fit(tiny, patience=0, **recipe)  # here: stops after 9
     k = stopped.epochs_run
     assert len(full.history) == 12 and len(stopped.states) == k
     def timeless(run: Result) -> list[dict[str, float]]:
@@ -71,7 +96,7 @@ def test_a_run_stopped_early_is_the_full_runs_first_epochs_so_rules_can_be_compa
     # The rule, applied to the full run's first epochs, stops where the run itself stopped.
     cfg = default_train().model_copy(update=recipe)
     stops = [i for i in range(1, 13) if stop_reason(full.history[:i], target_accuracy=None, patience=1,
-                                                     counting_from=peak_epoch(cfg) + 1)]
+                                                     counting_from=patience_from(full.history[:i], cfg))]
     assert (stops[0] if stops else 12) == k
 
 
