@@ -169,7 +169,8 @@ def cuda_graphed(step: Callable[[torch.Tensor, torch.Tensor], None]) -> Callable
 def train(*, train_x: torch.Tensor, train_y: torch.Tensor, val_x: torch.Tensor, val_y: torch.Tensor,
           cfg: config.Train, dropout: float, cuda_graph: bool = True,
           on_epoch: Callable[[dict[str, float]], None] = lambda record: None,
-          on_progress: Callable[[int, int], None] = lambda done, total: None) -> Result:
+          on_progress: Callable[[int, int], None] = lambda done, total: None,
+          on_step: Callable[[torch.nn.Module], None] = lambda model: None) -> Result:
     """Train a fresh Net; return the weights of the epoch `cfg.selection` picks and the per-epoch history.
 
     Stops at `cfg.target_accuracy` (when set), after `cfg.patience` epochs
@@ -178,7 +179,8 @@ def train(*, train_x: torch.Tensor, train_y: torch.Tensor, val_x: torch.Tensor, 
     (patience_from), or after `cfg.epochs`. On CUDA the
     training step runs as a CUDA graph unless `cuda_graph` is False.
     on_progress(images done, images in the epoch) is called every few
-    thousand images, on_epoch(record) at the end of each epoch.
+    thousand images, on_epoch(record) at the end of each epoch, on_step(model)
+    after every optimizer step (bench.averaging keeps its weight averages so).
     """
     if cfg.batch_size > len(train_x):
         raise StageError(f"params.yaml: train.batch_size: must be at most the {len(train_x)} training images")
@@ -224,6 +226,7 @@ def train(*, train_x: torch.Tensor, train_y: torch.Tensor, val_x: torch.Tensor, 
             for i in range(0, len(batches), cfg.batch_size):
                 step(xs[i:i + cfg.batch_size], ys[i:i + cfg.batch_size])
                 scheduler.step()
+                on_step(model)
             on_progress(first + len(batches), seen)
         val_accuracy, val_loss = score(model, val_x, val_y)
         record = {"epoch": epoch, "train_loss": loss_sum.item() / steps_per_epoch,
