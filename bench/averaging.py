@@ -40,9 +40,10 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn, update_bn
 
 from bench.holdout import score_tta, with_overrides
 from stages import config, data, paths
-from stages.device import autocast_dtype, cpu_kernels, resolve_device
+from stages.device import cpu_kernels, resolve_device
 from stages.infer import score
 from stages.model import Net
+from stages.precision import autocast_dtype
 from stages.train import patience_from, select_epoch, stop_reason, train
 
 # Per step; an epoch is 859 steps of 64 images. Half-lives: 0.999 -> 693 steps (0.8 epoch),

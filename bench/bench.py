@@ -41,9 +41,10 @@ import torch
 from bench.reference_train import mnist, train_epoch
 from stages import config, data, paths
 from stages.cli import keep_freed_memory
-from stages.device import autocast_dtype, cpu_model, resolve_device
+from stages.device import cpu_model, resolve_device
 from stages.infer import score_weights
 from stages.model import Net
+from stages.precision import autocast_dtype
 from stages.train import train
 
 

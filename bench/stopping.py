@@ -32,7 +32,8 @@ import yaml
 
 from bench.holdout import score_tta, with_overrides
 from stages import config, data, paths
-from stages.device import autocast_dtype, cpu_kernels, resolve_device
+from stages.device import cpu_kernels, resolve_device
+from stages.precision import autocast_dtype
 from stages.train import patience_from, peak_epoch, select_epoch, stop_reason, train
 
 SEED_TARGET = 0.9941  # the seed's rule: stop once the hold-out accuracy reaches it

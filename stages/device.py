@@ -1,4 +1,4 @@
-"""Where training runs and in what arithmetic: the device, its name, and autocast's dtype."""
+"""Where training runs: the device, its name, the CPU's kernels and flags (stages/precision.py picks the arithmetic)."""
 
 from __future__ import annotations
 
@@ -70,25 +70,3 @@ def cpuinfo(key: str) -> str:
                          if name.strip() == key), "")
     except OSError:
         return ""
-
-
-def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
-    """bfloat16 for autocast when asked for, or when `auto` on a CPU where it was measured faster; else None (fp32).
-
-    `auto` keeps fp32 on CUDA: this 10k-parameter net is bound by kernel latency there, not arithmetic, and
-    autocast's casts are extra kernels (an H100: 15 epochs in 8.7 s fp32, 11.8 s bf16). On CPUs, by their
-    flags, the 2-epoch train stage side by side (bench/results/zen5-2026-12-02, README "How long it takes"):
-    - amx_bf16 (Intel Xeon, Sapphire Rapids on): bf16, a 64-image step 15 ms against 20 ms in fp32;
-    - avx512_bf16 with avx_vnni (AMD Zen 5): bf16, 1.13x as fast as fp32;
-    - avx512_bf16 without avx_vnni (AMD Zen 4): fp32, bf16 was no faster (and its models differed more);
-    - no native bf16 (AVX2, AVX-512 without it): fp32, where bf16 is emulated.
-    oneDNN's own bf16 check follows ONEDNN_MAX_CPU_ISA, so under the AVX2 cap any x86 host trains in fp32.
-    """
-    if precision == "fp32" or device.type == "mps":
-        return None
-    if precision == "bf16":
-        return torch.bfloat16
-    if device.type == "cuda":
-        return None
-    faster = torch.cpu._is_amx_tile_supported() or (torch.cpu._is_avx512_bf16_supported() and "avx_vnni" in cpu_flags())
-    return torch.bfloat16 if faster and torch.ops.mkldnn._is_mkldnn_bf16_supported() else None

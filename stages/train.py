@@ -11,7 +11,6 @@ import argparse
 import contextlib
 import io
 import math
-import os
 import sys
 import time
 from collections.abc import Callable
@@ -19,13 +18,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
-from stages import atomic, cli, config, data, paths
-from stages.device import autocast_dtype, cpu_kernels, device_info, resolve_device
+from stages import atomic, cli, config, data, paths, precision
+from stages.device import cpu_kernels, device_info, resolve_device
 from stages.errors import StageError
 from stages.infer import score
 from stages.model import Net
+from stages.step import make_optimizer, make_step, seed_everything
 
 
 @dataclass
@@ -48,35 +47,6 @@ AUGMENT_CHUNK = 4096
 GRAPH_WARMUP_STEPS = 3
 # Share of the steps over which onecycle warms up to its peak learning rate (PyTorch's default).
 ONECYCLE_WARMUP = 0.3
-
-
-def seed_everything(seed: int) -> None:
-    # cuBLAS needs this for deterministic results; it is read when cuBLAS starts.
-    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-    torch.manual_seed(seed)
-    # Same params, seed and machine must give the same weights and metrics.
-    torch.use_deterministic_algorithms(True, warn_only=True)
-    # Deterministic mode also fills every new tensor with NaN, which cost 6 % of
-    # a CPU training step; nothing here reads memory it has not written.
-    torch.utils.deterministic.fill_uninitialized_memory = False
-    torch.backends.cudnn.benchmark = False
-
-
-def make_optimizer(model: torch.nn.Module, cfg: config.Train, device: torch.device) -> torch.optim.Optimizer:
-    """SGD or Adam over model's parameters; fused kernels on CPU and CUDA.
-
-    On CUDA the learning rate is a tensor on the device, so a captured step
-    reads the value the scheduler sets instead of the one it was captured with.
-    """
-    fused = device.type in ("cpu", "cuda") or None
-    lr = torch.tensor(cfg.lr, device=device) if device.type == "cuda" else cfg.lr
-    if cfg.optimizer == "sgd":
-        return torch.optim.SGD(model.parameters(), lr=lr, momentum=cfg.momentum,
-                               nesterov=cfg.nesterov and cfg.momentum > 0, weight_decay=cfg.weight_decay,
-                               fused=fused)
-    # capturable: Adam keeps its step count on the device, as a CUDA graph needs.
-    return torch.optim.Adam(model.parameters(), lr=lr, weight_decay=cfg.weight_decay, fused=fused,
-                            capturable=device.type == "cuda")
 
 
 def make_scheduler(optimizer: torch.optim.Optimizer, cfg: config.Train,
@@ -109,26 +79,6 @@ def patience_from(history: list[dict[str, float]], cfg: config.Train) -> int:
         return 1
     return next((r["epoch"] for r in history if r["epoch"] > peak_epoch(cfg) and r["lr"] <= cfg.lr / 2),
                 len(history) + 1)
-
-
-def make_step(*, model: torch.nn.Module, optimizer: torch.optim.Optimizer, amp_dtype: torch.dtype | None,
-              label_smoothing: float, loss_sum: torch.Tensor, correct: torch.Tensor
-              ) -> Callable[[torch.Tensor, torch.Tensor], None]:
-    """One optimizer step on a batch; the batch's loss and correct count are added to the two sums in place."""
-    device_type = loss_sum.device.type
-
-    def step(x: torch.Tensor, y: torch.Tensor) -> None:
-        # No cast cache: each weight is cast once per forward anyway, and a CUDA graph may not keep one.
-        with torch.autocast(device_type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None,
-                            cache_enabled=False):
-            out = model(x)
-        loss = F.cross_entropy(out.float(), y, label_smoothing=label_smoothing)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        loss_sum.add_(loss.detach())
-        correct.add_((out.argmax(1) == y).sum())
-    return step
 
 
 def cuda_graphed(step: Callable[[torch.Tensor, torch.Tensor], None]) -> Callable[[torch.Tensor, torch.Tensor], None]:
@@ -184,8 +134,10 @@ def train(*, train_x: torch.Tensor, train_y: torch.Tensor, val_x: torch.Tensor, 
     """
     if cfg.batch_size > len(train_x):
         raise StageError(f"params.yaml: train.batch_size: must be at most the {len(train_x)} training images")
-    seed_everything(cfg.seed)
     device = train_x.device
+    # First: under `auto` on a new CPU this times a probe, which must not draw from the seeded generators.
+    amp_dtype = precision.autocast_dtype(cfg.precision, device, cfg)
+    seed_everything(cfg.seed)
     generator = torch.Generator(device=device).manual_seed(cfg.seed)
     model = Net(dropout=dropout).to(device)
     if device.type == "cpu":
@@ -199,7 +151,7 @@ def train(*, train_x: torch.Tensor, train_y: torch.Tensor, val_x: torch.Tensor, 
     # Sums stay on the device: one host sync per epoch, not per step.
     loss_sum = torch.zeros((), device=device)
     correct = torch.zeros((), device=device, dtype=torch.long)
-    step = make_step(model=model, optimizer=optimizer, amp_dtype=autocast_dtype(cfg.precision, device),
+    step = make_step(model=model, optimizer=optimizer, amp_dtype=amp_dtype,
                      label_smoothing=cfg.label_smoothing, loss_sum=loss_sum, correct=correct)
     if cuda_graph and device.type == "cuda":
         step = cuda_graphed(step)
@@ -360,10 +312,13 @@ def main(args: argparse.Namespace) -> None:
     train_x, train_y, val_x, val_y = data.load_holdout(paths.RAW_DIR, p.data.holdout_size, p.data.split_seed, device)
     print(f"validation: {len(val_x)} images held out of the training set (seed {p.data.split_seed}); "
           f"training on {len(train_x)}")
-    amp = autocast_dtype(p.train.precision, device)
+    # `auto` on a CPU: this machine's measured choice (a probe of a few seconds on its first run here).
+    choice = precision.choose(p.train) if p.train.precision == "auto" and device.type == "cpu" else None
+    amp = precision.autocast_dtype(p.train.precision, device, p.train)
     where = device_info(device)
     kernels = cpu_kernels(device)
     print(f"device: {where['device']} ({where['device_name']}), {'bfloat16 autocast' if amp else 'float32'}"
+          f"{f' (auto: {precision.describe(choice)})' if choice else ''}"
           f"{f', {kernels} kernels' if device.type == 'cpu' else ''}; {p.train.optimizer} lr {p.train.lr} "
           f"({p.train.schedule}), batch {p.train.batch_size}, up to {p.train.epochs} epochs", flush=True)
 
@@ -394,6 +349,8 @@ def main(args: argparse.Namespace) -> None:
                "saved_epoch": result.saved_epoch, "saved_val_accuracy": result.saved_accuracy,
                "train_seconds": round(seconds, 2), **where, "precision": "bf16" if amp else "fp32",
                "kernels": kernels, "torch": torch.__version__}
+    if choice is not None and choice.bf16_speedup is not None:
+        summary["bf16_speedup"] = choice.bf16_speedup  # what `auto` chose by: a step's time in fp32 / in bf16
     print(f"stopped: {result.stopped_because} after {result.epochs_run} epochs, {seconds:.1f} s; saved epoch "
           f"{result.saved_epoch} ({p.train.selection}), validation accuracy {result.saved_accuracy:.2%}")
     write_outputs(result=result, summary=summary, summary_text=summary_text, all_params=p.model_dump())

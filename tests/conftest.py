@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,10 @@ from stages import data
 from tests.helpers import REPO, make_images, write_dataset
 
 os.environ.setdefault("DVC_NO_ANALYTICS", "1")
+# The arithmetic probe's cache (stages/precision.py) of this test run, never the user's: shared by the run's
+# test processes and the stages they start, so that a run measures once (tests that check the cache use their own).
+os.environ["XDG_CACHE_HOME"] = str(Path(tempfile.gettempdir()) / "mnist-dvc-tests"
+                                   / os.environ.get("PYTEST_XDIST_TESTRUNUID", str(os.getpid())))
 
 # Each of xdist's test processes gets its share of the cores, for itself and the stage processes it starts
 # (OMP_NUM_THREADS): two processes of two threads each on two cores made a 12 s training test take 130 s.
