@@ -39,6 +39,7 @@ import yaml
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn, update_bn
 
 from bench.holdout import score_tta, with_overrides
+from bench.stopping import mean_se, study_parser
 from stages import config, data, paths
 from stages.device import cpu_kernels, resolve_device
 from stages.infer import score
@@ -49,7 +50,6 @@ from stages.train import patience_from, select_epoch, stop_reason, train
 # Per step; an epoch is 859 steps of 64 images. Half-lives: 0.999 -> 693 steps (0.8 epoch),
 # 0.9998 -> 3,466 steps (4 epochs).
 EMA_DECAYS = (0.999, 0.9998)
-BASELINE = "raw@18"  # today's default: 18 epochs, no averaging
 UPDATE_BN_BATCH = 500  # images per forward pass when SWA's BatchNorm statistics are recomputed
 
 
@@ -144,26 +144,23 @@ def run(args: argparse.Namespace) -> None:
                 args.json.write_text(json.dumps({"params": raw["train"], "runs": runs}, indent=1) + "\n")
 
 
-def mean_se(values: list[float]) -> tuple[float, float]:
-    return statistics.fmean(values), statistics.stdev(values) / math.sqrt(len(values)) if len(values) > 1 else math.nan
-
-
 def summarize(files: list[Path]) -> None:
     """Per arithmetic and overall: each candidate@E's scoring-half accuracy, its spread, and its paired
-    difference from raw@18 (points) over the seeds that ran both."""
+    difference (points) from raw at the longest schedule (raw@18, today's default) over the seeds that ran both."""
     runs = [r for f in files for r in json.loads(f.read_text())["runs"]]
+    baseline = f"raw@{max(r['epochs'] for r in runs)}"
     by_run = {(r["precision"], r["seed"], f"{name}@{r['epochs']}"): c
               for r in runs for name, c in r["candidates"].items()}
     names = sorted({key[2] for key in by_run}, key=lambda n: (-int(n.split("@")[1]), n))
-    print("| runs | candidate | scoring-half TTA accuracy (%): mean, sd, min | paired vs raw@18 (points, mean ± SE) "
-          "| epochs run, mean (min-max) |\n|---|---|---|---|---|")
+    print(f"| runs | candidate | scoring-half TTA accuracy (%): mean, sd, min | paired vs {baseline} (points, "
+          "mean ± SE) | epochs run, mean (min-max) |\n|---|---|---|---|---|")
     for group in (*sorted({r["precision"] for r in runs}), "all"):
         for name in names:
-            keys = [k for k in by_run if k[2] == name and group in ("all", k[0]) and (k[0], k[1], BASELINE) in by_run]
+            keys = [k for k in by_run if k[2] == name and group in ("all", k[0]) and (k[0], k[1], baseline) in by_run]
             if not keys:
                 continue
             acc = [100 * by_run[k]["tta_accuracy"] for k in keys]
-            diff = mean_se([100 * (by_run[k]["tta_accuracy"] - by_run[(k[0], k[1], BASELINE)]["tta_accuracy"])
+            diff = mean_se([100 * (by_run[k]["tta_accuracy"] - by_run[(k[0], k[1], baseline)]["tta_accuracy"])
                             for k in keys])
             ep = [by_run[k]["epochs_run"] for k in keys]
             sd = statistics.stdev(acc) if len(acc) > 1 else math.nan
@@ -172,15 +169,8 @@ def summarize(files: list[Path]) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", type=Path, default=paths.RAW_DIR, help="directory with the four IDX files")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[40, 41, 42])
+    parser = study_parser(__doc__, [40, 41, 42], "seed")
     parser.add_argument("--epochs", type=int, nargs="+", default=[18, 12, 14], help="schedule lengths")
-    parser.add_argument("--set", action="append", default=[],
-                        help="key=value over params.yaml, e.g. train.precision=bf16")
-    parser.add_argument("--budget-s", type=float, default=math.inf, help="start no seed after this many seconds")
-    parser.add_argument("--json", type=Path, help="write every run here")
-    parser.add_argument("--summarize", type=Path, nargs="+", help="only print the table of these runs' files")
     args = parser.parse_args()
     if args.summarize:
         summarize(args.summarize)

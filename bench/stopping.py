@@ -126,16 +126,21 @@ def summarize(files: list[Path]) -> None:
                   f"{statistics.fmean(ep):.1f} ({min(ep)}-{max(ep)}) |")
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def study_parser(doc: str, seeds: list[int], per_run: str) -> argparse.ArgumentParser:
+    """The options of a study of full runs on the split hold-out (this one, bench.averaging)."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
     parser.add_argument("--data", type=Path, default=paths.RAW_DIR, help="directory with the four IDX files")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[30, 31, 32])
+    parser.add_argument("--seeds", type=int, nargs="+", default=seeds)
     parser.add_argument("--set", action="append", default=[],
                         help="key=value over params.yaml, e.g. train.precision=bf16")
-    parser.add_argument("--budget-s", type=float, default=math.inf, help="start no run after this many seconds")
+    parser.add_argument("--budget-s", type=float, default=math.inf, help=f"start no {per_run} after this many seconds")
     parser.add_argument("--json", type=Path, help="write every run here")
     parser.add_argument("--summarize", type=Path, nargs="+", help="only print the table of these runs' files")
-    args = parser.parse_args()
+    return parser
+
+
+def main() -> None:
+    args = study_parser(__doc__, [30, 31, 32], "run").parse_args()
     if args.summarize:
         summarize(args.summarize)
     else:
