@@ -92,12 +92,13 @@ def test_bad_param_through_the_front_door_changes_no_output(dvc_repo) -> None:
     assert outputs(repo) == before
 
 
-def test_metrics_show_prints_test_accuracy_within_230_columns(dvc_repo) -> None:
+def test_metrics_show_prints_test_accuracy_within_240_columns(dvc_repo) -> None:
     # 219 on a CPU: the three test metrics and the train summary's ten keys (200 before the torch version and
-    # the reason training stopped joined them); the per-digit and per-epoch figures stay out, in plots.
+    # the reason training stopped joined them), 235 where `auto` measured bf16 against fp32 (bf16_speedup);
+    # the per-digit and per-epoch figures stay out, in plots.
     repo, env = dvc_repo
     out = sh(repo, "dvc", "metrics", "show", env=env)
-    assert max(len(line) for line in out.splitlines()) <= 230, out
+    assert max(len(line) for line in out.splitlines()) <= 240, out
     assert "reports/metrics.json" in out and "test.accuracy" in out
     accuracy = json.loads((repo / "reports/metrics.json").read_text())["test"]["accuracy"]
     shown = json.loads(sh(repo, "dvc", "metrics", "show", "--json", env=env))
