@@ -116,6 +116,12 @@ def cuda_graphed(step: Callable[[torch.Tensor, torch.Tensor], None]) -> Callable
     return run
 
 
+def check_batch_size(cfg: config.Train, n_train: int) -> None:
+    """StageError unless a batch fits in the n_train training images (config checks it against full MNIST)."""
+    if cfg.batch_size > n_train:
+        raise StageError(f"params.yaml: train.batch_size: must be at most the {n_train} training images")
+
+
 def train(*, train_x: torch.Tensor, train_y: torch.Tensor, val_x: torch.Tensor, val_y: torch.Tensor,
           cfg: config.Train, dropout: float, cuda_graph: bool = True,
           on_epoch: Callable[[dict[str, float]], None] = lambda record: None,
@@ -132,8 +138,7 @@ def train(*, train_x: torch.Tensor, train_y: torch.Tensor, val_x: torch.Tensor, 
     thousand images, on_epoch(record) at the end of each epoch, on_step(model)
     after every optimizer step (bench.averaging keeps its weight averages so).
     """
-    if cfg.batch_size > len(train_x):
-        raise StageError(f"params.yaml: train.batch_size: must be at most the {len(train_x)} training images")
+    check_batch_size(cfg, len(train_x))
     device = train_x.device
     # First: under `auto` on a new CPU this times a probe, which must not draw from the seeded generators.
     amp_dtype = precision.autocast_dtype(cfg.precision, device, cfg)
@@ -312,6 +317,7 @@ def main(args: argparse.Namespace) -> None:
     train_x, train_y, val_x, val_y = data.load_holdout(paths.RAW_DIR, p.data.holdout_size, p.data.split_seed, device)
     print(f"validation: {len(val_x)} images held out of the training set (seed {p.data.split_seed}); "
           f"training on {len(train_x)}")
+    check_batch_size(p.train, len(train_x))  # before the probe below, which trains with that batch size
     # `auto` on a CPU: this machine's measured choice (a probe of a few seconds on its first run here).
     choice = precision.choose(p.train) if p.train.precision == "auto" and device.type == "cpu" else None
     amp = precision.autocast_dtype(p.train.precision, device, p.train)
