@@ -1,22 +1,26 @@
-"""Stage `evaluate`: the saved model on the 10,000-image test set.
+"""Stage `evaluate`: the saved model on the 10,000-image test set and on the robustness suite.
 
 The only stage that scores the test set (`plots` draws the images it got
-wrong). Writes reports/metrics.json (accuracy, loss, errors:
-what `dvc metrics show` lists), and two plot files: the accuracy of each digit
-for a bar chart in reports/eval/per_class.json, and one row per test image for
-DVC's `confusion` template in reports/eval/confusion.json.
+wrong). Writes reports/metrics.json (accuracy, loss, errors, and the suite's
+accuracy under each corruption, their mean and the worst: what `dvc metrics
+show` lists), and three plot files: the accuracy of each digit and under each
+corruption for bar charts in reports/eval/per_class.json and robustness.json,
+and one row per test image for DVC's `confusion` template in
+reports/eval/confusion.json.
 """
 
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from typing import Any
 
 import torch
 
 from stages import atomic, cli, config, data, paths
 from stages.device import resolve_device
-from stages.infer import load_checkpoint, probabilities
+from stages.errors import StageError
+from stages.infer import load_checkpoint, logits, probabilities
 
 
 def evaluate(*, model: torch.nn.Module, images: torch.Tensor,
@@ -41,10 +45,47 @@ def evaluate(*, model: torch.nn.Module, images: torch.Tensor,
     return metrics, per_class, rows
 
 
+def robustness(*, model: torch.nn.Module, suite: dict[str, torch.Tensor]) -> tuple[dict[str, float],
+                                                                                    list[dict[str, Any]]]:
+    """{mean, worst, and each corruption's accuracy}, and a {corruption, accuracy} row per corruption.
+
+    Each image is scored alone, without the test's shifted copies: a roll would wrap the grey borders of
+    brightness, fog, stripe and photo into the image, and five passes over the suite would double the stage's time.
+    """
+    device = next(model.parameters()).device
+    labels = suite["labels"].to(device)
+    accuracy = {}
+    for name, images in suite.items():
+        if name not in ("indices", "labels"):
+            predicted = logits(model, data.normalize(images).to(device)).argmax(1)
+            accuracy[name] = round(int((predicted == labels).sum()) / len(labels), 4)
+    summary = {"mean": round(sum(accuracy.values()) / len(accuracy), 4), "worst": min(accuracy.values()), **accuracy}
+    return summary, [{"corruption": name, "accuracy": value} for name, value in accuracy.items()]
+
+
+def load_suite(path: Path) -> dict[str, torch.Tensor]:
+    """The `corrupt` stage's file: {'indices', 'labels', and a uint8 (N, 28, 28) per corruption}."""
+    try:
+        suite = torch.load(path, weights_only=True)
+    except FileNotFoundError:
+        raise StageError(f"{path}: missing (run `dvc repro corrupt` first)") from None
+    except Exception as exc:  # a damaged file can fail anywhere in the unpickler
+        raise StageError(f"{path}: not the `corrupt` stage's suite ({type(exc).__name__}); "
+                         f"make it again with `dvc repro -f corrupt`") from None
+    images = [t for k, t in suite.items() if k not in ("indices", "labels")] if isinstance(suite, dict) else []
+    labels = suite.get("labels") if images else None
+    if not (isinstance(labels, torch.Tensor)
+            and all(isinstance(t, torch.Tensor) and t.shape == (len(labels), 28, 28) for t in images)):
+        raise StageError(f"{path}: not the `corrupt` stage's suite; make it again with `dvc repro -f corrupt`")
+    return suite
+
+
 def parser() -> argparse.ArgumentParser:
     return cli.parser(__doc__, command="stages.evaluate",
-                      reads=["params.yaml (train.device)", str(paths.MODEL), f"{paths.RAW_DIR}/ (the test images)"],
-                      writes=[str(paths.METRICS), str(paths.CONFUSION), str(paths.PER_CLASS)])
+                      reads=["params.yaml (train.device)", str(paths.MODEL), f"{paths.RAW_DIR}/ (the test images)",
+                             f"{paths.SUITE} (the robustness suite)"],
+                      writes=[str(paths.METRICS), str(paths.CONFUSION), str(paths.PER_CLASS),
+                              str(paths.PER_CORRUPTION)])
 
 
 def main(args: argparse.Namespace) -> None:
@@ -52,13 +93,19 @@ def main(args: argparse.Namespace) -> None:
     device = resolve_device(p.train.device)
     model, checkpoint = load_checkpoint(paths.MODEL, device)
     images, labels = data.load(paths.RAW_DIR, "test", device)
+    suite = load_suite(paths.SUITE)
     metrics, per_class, rows = evaluate(model=model, images=images, labels=labels)
+    metrics["robustness"], per_corruption = robustness(model=model, suite=suite)
     atomic.write_json(paths.CONFUSION, rows)
     atomic.write_json(paths.PER_CLASS, per_class)
+    atomic.write_json(paths.PER_CORRUPTION, per_corruption)
     atomic.write_json(paths.METRICS, metrics)
-    test = metrics["test"]
+    test, robust = metrics["test"], metrics["robustness"]
+    worst = min(per_corruption, key=lambda r: r["accuracy"])["corruption"]
     print(f"test accuracy {test['accuracy']:.2%} ({test['errors']} errors in {len(labels)}), "
-          f"loss {test['loss']:.4f}; model from epoch {checkpoint.get('epoch')}")
+          f"loss {test['loss']:.4f}; model from epoch {checkpoint.get('epoch')}\n"
+          f"robustness: {robust['mean']:.2%} on average over {len(per_corruption)} corruptions of "
+          f"{len(suite['labels'])} test images, worst {robust['worst']:.2%} ({worst})")
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ RAW_DIR = Path("data/raw")  # download -> the four IDX files
 SPLITS = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
           "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")}
 IDX_FILES = SPLITS["train"] + SPLITS["test"]
+SUITE = Path("data/suite/test.pt")  # corrupt -> the robustness suite's images, labels and test-set indices
 MODEL = Path("models/model.pt")  # train -> best weights and their metadata
 TRAIN_REPORT = Path("reports/train")  # train -> DVCLive history, summary metrics, model table
 TRAIN_HISTORY = TRAIN_REPORT / "plots" / "metrics"  # DVCLive's per-epoch TSV files
@@ -16,4 +17,5 @@ TRAIN_METRICS = TRAIN_REPORT / "metrics.json"  # the latest epoch while training
 METRICS = Path("reports/metrics.json")  # evaluate -> test metrics
 CONFUSION = Path("reports/eval/confusion.json")  # evaluate -> one row per test image
 PER_CLASS = Path("reports/eval/per_class.json")  # evaluate -> test accuracy of each digit
+PER_CORRUPTION = Path("reports/eval/robustness.json")  # evaluate -> accuracy under each corruption of the suite
 PLOTS = Path("reports/plots")  # plots -> PNGs

@@ -54,7 +54,8 @@ def make_repo(root: Path, data: Path | None = None, repro: bool = True) -> tuple
     if not repro:
         return repo, env
     out = sh(repo, "dvc", "repro", env=env)
-    assert all(f"Running stage '{s}'" in out for s in ("params", "download", "train", "evaluate", "plots")), out
+    stages = ("params", "download", "corrupt", "train", "evaluate", "plots")
+    assert all(f"Running stage '{s}'" in out for s in stages), out
     sh(repo, "git", "add", "-A", env=env)
     sh(repo, "git", "commit", "-q", "-m", "first run", env=env)
     return repo, env

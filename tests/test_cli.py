@@ -15,7 +15,7 @@ import yaml
 
 from tests.helpers import REPO
 
-COMMANDS = ("params", "download", "train", "evaluate", "plots", "predict", "report", "sweep", "precision")
+COMMANDS = ("params", "download", "corrupt", "train", "evaluate", "plots", "predict", "report", "sweep", "precision")
 STAGES = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
 
 

@@ -83,7 +83,7 @@ def test_a_disk_that_fills_while_the_checkpoint_or_the_metrics_are_written(disk:
     raw["train"].update(epochs=1, batch_size=50, device="cpu", precision="fp32")
     (root / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
     # With room: the bytes every later run must give, and how much each step writes.
-    for name in ("train", "evaluate"):
+    for name in ("corrupt", "train", "evaluate"):
         assert stage(root, name).returncode == 0
     model, metrics = (root / "models/model.pt").read_bytes(), (root / "reports/metrics.json").read_bytes()
     history, eval_rows = pages(root / "reports/train/plots"), pages(root / "reports/eval")
