@@ -92,6 +92,10 @@ def main(args: argparse.Namespace) -> None:
     p = config.load()
     device = resolve_device(p.train.device)
     model, checkpoint = load_checkpoint(paths.MODEL, device)
+    # Training's CPU layout pays for the suite's 21,000 images: the stage with the suite took 1.25x the time of
+    # the stage without it in NCHW, and 0.99x in this layout (medians of 4 pairs, 2-core AMD EPYC Zen 4, busy).
+    if device.type == "cpu":
+        model.to_cpu_layout()
     images, labels = data.load(paths.RAW_DIR, "test", device)
     suite = load_suite(paths.SUITE)
     metrics, per_class, rows = evaluate(model=model, images=images, labels=labels)
