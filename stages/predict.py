@@ -61,9 +61,11 @@ def read_gray(path: Path) -> torch.Tensor:
 def to_mnist(gray: torch.Tensor, where: str = "image") -> torch.Tensor:
     """A (H, W) grayscale picture of one digit -> normalized (1, 28, 28) like an MNIST image."""
     border = torch.cat([gray[0], gray[-1], gray[:, 0], gray[:, -1]])
-    if border.median() > 0.5:  # light paper: make the ink the bright part, as in MNIST
-        gray = 1.0 - gray
-    low, high = gray.min(), gray.max()
+    paper, low, high = border.median(), gray.min(), gray.max()
+    # Light paper (its median nearer the brightest pixel than the darkest): make the ink the bright part, as in
+    # MNIST. A fixed 0.5 inverted bright ink on grey paper, and kept dark ink on an under-exposed white page.
+    if paper - low > high - paper:
+        gray, low, high = 1.0 - gray, 1.0 - high, 1.0 - low
     if high - low < 0.1:
         raise StageError(f"{where}: no digit found (the image is blank or nearly uniform)")
     gray = ((gray - low) / (high - low)).clamp(0, 1)

@@ -124,3 +124,18 @@ def test_evaluate_and_predict_average_each_image_and_its_one_pixel_shifts() -> N
     assert len(TTA_SHIFTS) == 5 and (0, 0) in TTA_SHIFTS
     assert torch.allclose(probabilities(model, images), sum(views) / 5, atol=1e-6)
     assert not torch.allclose(probabilities(model, images), plain, atol=1e-4)
+
+
+@pytest.mark.parametrize("paper, ink", [
+    (0.0, 1.0),    # MNIST's own polarity
+    (0.52, 1.0),   # bright ink on grey paper: a fixed 0.5 threshold took the grey for light paper
+    (0.45, 0.1),   # dark ink on an under-exposed white page: a fixed 0.5 threshold kept the ink dark
+    (0.9, 0.2),    # dark ink on light paper
+])
+def test_polarity_makes_the_ink_bright_whatever_the_paper(paper: float, ink: float) -> None:
+    stroke = torch.zeros(40, 30, dtype=torch.bool)
+    stroke[8:32, 13:17] = True  # a bar: a "1"
+    x = pixels(predict.to_mnist(torch.where(stroke, ink, paper)))
+    assert float(x[0, 0]) == pytest.approx(0.0, abs=1e-6) and float(x.max()) == pytest.approx(1.0, abs=1e-3)
+    rows, cols = torch.nonzero(x > 0.5, as_tuple=True)
+    assert int(rows.max() - rows.min() + 1) >= 19 and int(cols.max() - cols.min() + 1) <= 6  # the bar, tall and thin
