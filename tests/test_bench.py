@@ -150,3 +150,30 @@ def test_averaging_study_judges_every_candidate_on_the_hold_out_alone(project: P
     averaging.summarize([project / "avg.json"])
     table = capsys.readouterr().out
     assert "paired vs raw@3" in table and "| fp32 (2) | ema0.999@2 |" in table and "| all (2) | raw@3 |" in table
+
+
+def test_robustness_bench_scores_the_holdout_suite_with_and_without_predicts_preparation(project: Path, monkeypatch,
+                                                                                         capsys) -> None:
+    import torch
+
+    from bench import robustness
+    from stages.model import Net
+
+    torch.manual_seed(0)
+    torch.save({"state_dict": Net().state_dict()}, project / "model.pt")
+    monkeypatch.setattr(sys, "argv", ["bench.robustness", "model.pt", "--size", "20", "--json", "suite.json"])
+    robustness.main()
+    runs = json.loads((project / "suite.json").read_text())["runs"]
+    assert [r["prepare"] for r in runs] == ["none", "predict"]
+    assert all(len(r["accuracy"]) == 22 and "clean" in r["accuracy"] for r in runs)
+    assert runs[0]["accuracy"] != runs[1]["accuracy"]  # the preparation changes what the model reads
+    out = capsys.readouterr().out
+    assert out.startswith("20 hold-out images, 1 models") and "| brightness |" in out
+    # Hold-out images only: each one is among the hold-out's 50, none among the images training fits.
+    pixels, _ = robustness.holdout_pixels(project / "data" / "raw", 50, 0, 20)
+    images, _ = robustness.idx.load_split(project / "data" / "raw", "train")
+    fit, holdout = robustness.data.holdout_split(len(images), 50, 0)
+    chosen = {bytes((p[0] * 255).round().to(torch.uint8).flatten().tolist()) for p in pixels}
+    assert len(chosen) == 20
+    assert chosen <= {bytes(i.flatten().tolist()) for i in images[holdout]}
+    assert not chosen & {bytes(i.flatten().tolist()) for i in images[fit]}
