@@ -9,11 +9,10 @@ them once and every experiment's `evaluate` scores the same ones.
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 import torch
 
-from stages import atomic, cli, corruptions, idx, paths
+from stages import cli, corruptions, idx, paths
 
 
 def make_suite(*, images: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -26,11 +25,6 @@ def make_suite(*, images: torch.Tensor, labels: torch.Tensor) -> dict[str, torch
     return suite
 
 
-def save(suite: dict[str, torch.Tensor], path: Path) -> None:
-    with atomic.atomic_path(path) as tmp:
-        torch.save(suite, tmp)
-
-
 def parser() -> argparse.ArgumentParser:
     return cli.parser(__doc__, command="stages.corrupt", reads=[f"{paths.RAW_DIR}/ (the test images)"],
                       writes=[f"{paths.SUITE} ({len(corruptions.CORRUPTIONS)} corruptions of "
@@ -40,7 +34,7 @@ def parser() -> argparse.ArgumentParser:
 def main(args: argparse.Namespace) -> None:
     images, labels = idx.load_split(paths.RAW_DIR, "test")
     suite = make_suite(images=images, labels=labels)
-    save(suite, paths.SUITE)
+    corruptions.save_suite(suite, paths.SUITE)
     print(f"{len(corruptions.CORRUPTIONS)} corruptions of {len(suite['labels'])} test images -> {paths.SUITE}")
 
 

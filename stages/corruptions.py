@@ -7,8 +7,9 @@ and thick strokes, low resolution, a small off-centre digit, JPEG artefacts, a p
 
 Every corruption takes pixels (N, 1, 28, 28) in [0, 1], MNIST's polarity (bright ink on black), and a
 torch.Generator, and returns corrupted pixels in [0, 1], rounded to 8 bits as an image file would hold
-them. `suite` draws a fixed subset of a split and corrupts it with one fixed generator per corruption,
-so every run and every model sees the same images.
+them. `subset` draws a fixed subset of a split and `corrupt` corrupts it with one fixed generator per
+corruption, so every run and every model sees the same images; `save_suite` and `load_suite` write and
+read the `corrupt` stage's file of them.
 """
 
 from __future__ import annotations
@@ -17,10 +18,13 @@ import io
 import math
 import zlib
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from torchvision.transforms.v2 import functional as TF
+
+from stages import atomic
+from stages.errors import StageError
 
 Corruption = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
 
@@ -35,6 +39,8 @@ def _sign(n: int, g: torch.Generator) -> torch.Tensor:
 
 def _blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
     """Gaussian blur, sigma in pixels, truncated at 4 sigma as skimage's `gaussian` is."""
+    from torchvision.transforms.v2 import functional as TF  # here: its import takes seconds, which evaluate skips
+
     return TF.gaussian_blur(x, [2 * math.ceil(4 * sigma) + 1] * 2, [sigma, sigma])
 
 
@@ -312,3 +318,26 @@ def subset(n: int, size: int = SUITE_SIZE, seed: int = SUITE_SEED) -> torch.Tens
     """Indices of the `size` images (all when n is smaller) of a split of n that the suite corrupts, in order."""
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
     return perm[:size].sort().values
+
+
+def save_suite(suite: dict[str, torch.Tensor], path: Path) -> None:
+    """Write the `corrupt` stage's {'indices', 'labels', and a uint8 (N, 28, 28) per corruption} atomically."""
+    with atomic.atomic_path(path) as tmp:
+        torch.save(suite, tmp)
+
+
+def load_suite(path: Path) -> dict[str, torch.Tensor]:
+    """The `corrupt` stage's file: {'indices', 'labels', and a uint8 (N, 28, 28) per corruption}."""
+    try:
+        suite = torch.load(path, weights_only=True)
+    except FileNotFoundError:
+        raise StageError(f"{path}: missing (run `dvc repro corrupt` first)") from None
+    except Exception as exc:  # a damaged file can fail anywhere in the unpickler
+        raise StageError(f"{path}: not the `corrupt` stage's suite ({type(exc).__name__}); "
+                         f"make it again with `dvc repro -f corrupt`") from None
+    images = [t for k, t in suite.items() if k not in ("indices", "labels")] if isinstance(suite, dict) else []
+    labels = suite.get("labels") if images else None
+    if not (isinstance(labels, torch.Tensor)
+            and all(isinstance(t, torch.Tensor) and t.shape == (len(labels), 28, 28) for t in images)):
+        raise StageError(f"{path}: not the `corrupt` stage's suite; make it again with `dvc repro -f corrupt`")
+    return suite

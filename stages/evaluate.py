@@ -12,14 +12,12 @@ reports/eval/confusion.json.
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 from typing import Any
 
 import torch
 
-from stages import atomic, cli, config, data, paths
+from stages import atomic, cli, config, corruptions, data, paths
 from stages.device import resolve_device
-from stages.errors import StageError
 from stages.infer import load_checkpoint, logits, probabilities
 
 
@@ -63,23 +61,6 @@ def robustness(*, model: torch.nn.Module, suite: dict[str, torch.Tensor]) -> tup
     return summary, [{"corruption": name, "accuracy": value} for name, value in accuracy.items()]
 
 
-def load_suite(path: Path) -> dict[str, torch.Tensor]:
-    """The `corrupt` stage's file: {'indices', 'labels', and a uint8 (N, 28, 28) per corruption}."""
-    try:
-        suite = torch.load(path, weights_only=True)
-    except FileNotFoundError:
-        raise StageError(f"{path}: missing (run `dvc repro corrupt` first)") from None
-    except Exception as exc:  # a damaged file can fail anywhere in the unpickler
-        raise StageError(f"{path}: not the `corrupt` stage's suite ({type(exc).__name__}); "
-                         f"make it again with `dvc repro -f corrupt`") from None
-    images = [t for k, t in suite.items() if k not in ("indices", "labels")] if isinstance(suite, dict) else []
-    labels = suite.get("labels") if images else None
-    if not (isinstance(labels, torch.Tensor)
-            and all(isinstance(t, torch.Tensor) and t.shape == (len(labels), 28, 28) for t in images)):
-        raise StageError(f"{path}: not the `corrupt` stage's suite; make it again with `dvc repro -f corrupt`")
-    return suite
-
-
 def parser() -> argparse.ArgumentParser:
     return cli.parser(__doc__, command="stages.evaluate",
                       reads=["params.yaml (train.device)", str(paths.MODEL), f"{paths.RAW_DIR}/ (the test images)",
@@ -97,7 +78,7 @@ def main(args: argparse.Namespace) -> None:
     if device.type == "cpu":
         model.to_cpu_layout()
     images, labels = data.load(paths.RAW_DIR, "test", device)
-    suite = load_suite(paths.SUITE)
+    suite = corruptions.load_suite(paths.SUITE)
     metrics, per_class, rows = evaluate(model=model, images=images, labels=labels)
     metrics["robustness"], per_corruption = robustness(model=model, suite=suite)
     atomic.write_json(paths.CONFUSION, rows)

@@ -1,7 +1,8 @@
-"""Stage `plots`: PNGs of the training curves, the confusion matrix and the misclassified test images.
+"""Stage `plots`: PNGs of the training curves, the confusion matrix, the misclassified test images and the suite.
 
 Reads what train and evaluate wrote (DVCLive's per-epoch files, the
-confusion rows) and the test images; renders with matplotlib's Agg backend.
+confusion rows), the test images and the robustness suite's corrupted copies
+of them; renders with matplotlib's Agg backend.
 """
 
 from __future__ import annotations
@@ -19,10 +20,10 @@ matplotlib.use("Agg")  # no display needed; must precede pyplot
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
-from stages import atomic, cli, config, idx, paths  # noqa: E402
+from stages import atomic, cli, config, corruptions, idx, paths  # noqa: E402
 from stages.errors import StageError  # noqa: E402
 
-PNGS = ("training_curves.png", "confusion_matrix.png", "misclassified.png")  # in paths.PLOTS
+PNGS = ("training_curves.png", "confusion_matrix.png", "misclassified.png", "robustness_suite.png")  # in paths.PLOTS
 
 
 def read_history(history_dir: Path) -> dict[str, list[tuple[int, float]]]:
@@ -140,10 +141,25 @@ def plot_misclassified(rows: list[dict[str, Any]], images: torch.Tensor, path: P
     _save(fig, path, dpi)
 
 
+def plot_suite(suite: dict[str, torch.Tensor], images: torch.Tensor, path: Path, dpi: int, columns: int = 10) -> None:
+    """The suite's first `columns` test images, clean and under each corruption, a row each, as evaluate scores them."""
+    rows = {"clean": images[suite["indices"][:columns]]} | {
+        name: pixels[:columns] for name, pixels in suite.items() if name not in ("indices", "labels")}
+    fig, axes = plt.subplots(len(rows), 1, figsize=(columns * 0.6 + 1.6, len(rows) * 0.62 + 0.5), squeeze=False)
+    for ax, (name, pixels) in zip(axes[:, 0], rows.items(), strict=True):
+        ax.imshow(torch.cat(list(pixels), 1).numpy(), cmap="gray", vmin=0, vmax=255)
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.set_ylabel(name.replace("_", " "), rotation=0, ha="right", va="center", fontsize=8)
+    fig.suptitle("The robustness suite: test images as evaluate scores them (ink bright, as in MNIST)", fontsize=9)
+    fig.tight_layout()
+    _save(fig, path, dpi)
+
+
 def parser() -> argparse.ArgumentParser:
     return cli.parser(__doc__, command="stages.plots",
                       reads=["params.yaml (plots)", f"{paths.TRAIN_HISTORY}/", str(paths.CONFUSION),
-                             f"{paths.RAW_DIR}/ (the test images)"],
+                             f"{paths.RAW_DIR}/ (the test images)", f"{paths.SUITE} (the robustness suite)"],
                       writes=[str(paths.PLOTS / name) for name in PNGS])
 
 
@@ -152,10 +168,12 @@ def main(args: argparse.Namespace) -> None:
     history = read_history(paths.TRAIN_HISTORY)
     rows = read_confusion(paths.CONFUSION)
     test_images, _ = idx.load_split(paths.RAW_DIR, "test")
-    curves, confusion, misclassified = (paths.PLOTS / name for name in PNGS)
+    suite = corruptions.load_suite(paths.SUITE)
+    curves, confusion, misclassified, suite_grid = (paths.PLOTS / name for name in PNGS)
     plot_curves(history, curves, p.plots.dpi)
     plot_confusion(rows, confusion, p.plots.dpi)
     plot_misclassified(rows, test_images, misclassified, p.plots.dpi, p.plots.misclassified)
+    plot_suite(suite, test_images, suite_grid, p.plots.dpi)
     print(f"plots: {', '.join(PNGS)} in {paths.PLOTS}/")
 
 

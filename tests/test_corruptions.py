@@ -126,6 +126,6 @@ def test_corrupt_stage_keeps_labels_and_indices_with_each_corruption(tmp_path) -
     assert all(suite[name].dtype == torch.uint8 and suite[name].shape == (250, 28, 28)
                for name in corruptions.CORRUPTIONS)
     assert torch.equal(suite["stripe"][:, :, 7:21], images[chosen][:, :, 7:21])
-    corrupt.save(suite, tmp_path / "suite.pt")
-    again = torch.load(tmp_path / "suite.pt", weights_only=True)
+    corruptions.save_suite(suite, tmp_path / "suite.pt")
+    again = corruptions.load_suite(tmp_path / "suite.pt")
     assert list(again) == list(suite) and all(torch.equal(again[k], suite[k]) for k in suite)

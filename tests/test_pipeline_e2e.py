@@ -37,7 +37,7 @@ def test_repro_writes_every_output(dvc_repo) -> None:
     assert checkpoint["params"]["train"]["epochs"] == 2
     summary = json.loads((repo / "reports/train/metrics.json").read_text())
     assert summary["epochs_run"] == 2 and summary["device"] == "cpu" and summary["device_name"]
-    for png in ("training_curves", "confusion_matrix", "misclassified"):
+    for png in ("training_curves", "confusion_matrix", "misclassified", "robustness_suite"):
         assert (repo / f"reports/plots/{png}.png").read_bytes()[:4] == b"\x89PNG"
     assert "Total params: 9,802" in (repo / "reports/train/model_summary.txt").read_text()
 

@@ -54,7 +54,11 @@ def test_pngs_are_written_whole(tmp_path: Path) -> None:
     plots.plot_confusion(rows, tmp_path / "confusion.png", dpi=40)
     plots.plot_misclassified(rows, torch.zeros(30, 28, 28, dtype=torch.uint8), tmp_path / "wrong.png", dpi=40,
                              limit=5)
-    for name in ("curves.png", "confusion.png", "wrong.png"):
+    suite = {"indices": torch.arange(12), "labels": torch.zeros(12, dtype=torch.long),
+             "fog": torch.full((12, 28, 28), 200, dtype=torch.uint8),
+             "thin": torch.zeros(12, 28, 28, dtype=torch.uint8)}
+    plots.plot_suite(suite, torch.zeros(30, 28, 28, dtype=torch.uint8), tmp_path / "suite.png", dpi=40)
+    for name in ("curves.png", "confusion.png", "wrong.png", "suite.png"):
         assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert not list(tmp_path.glob(".*.tmp"))
 
