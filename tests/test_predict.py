@@ -139,3 +139,27 @@ def test_polarity_makes_the_ink_bright_whatever_the_paper(paper: float, ink: flo
     assert float(x[0, 0]) == pytest.approx(0.0, abs=1e-6) and float(x.max()) == pytest.approx(1.0, abs=1e-3)
     rows, cols = torch.nonzero(x > 0.5, as_tuple=True)
     assert int(rows.max() - rows.min() + 1) >= 19 and int(cols.max() - cols.min() + 1) <= 6  # the bar, tall and thin
+
+
+def test_uneven_light_is_subtracted_leaving_the_ink_on_black() -> None:
+    stroke = torch.zeros(60, 45, dtype=torch.bool)
+    stroke[12:48, 20:26] = True  # a "1", 6 px wide: a sixth of the width, narrower than the third the filter spans
+    light = torch.linspace(0.35, 1.0, 45).expand(60, 45)  # a lamp at the right: the paper from 0.35 to 1.0
+    x = pixels(predict.to_mnist(torch.where(stroke, 0.1 * light, light)))
+    bar = x > 0.5
+    rows, cols = torch.nonzero(bar, as_tuple=True)
+    assert int(rows.max() - rows.min() + 1) >= 19 and int(cols.max() - cols.min() + 1) <= 4  # the bar, and only it
+    near_bar = torch.nn.functional.max_pool2d(bar[None].float(), 3, stride=1, padding=1)[0] > 0
+    assert float(x[~near_bar].max()) < 0.05  # the paper black on both sides, however lit
+
+
+def test_a_photo_sized_picture_is_prepared_at_a_few_hundred_pixels() -> None:
+    import time
+
+    stroke = torch.zeros(4000, 3000, dtype=torch.bool)
+    stroke[800:3200, 1300:1700] = True
+    start = time.perf_counter()
+    x = predict.to_mnist(torch.where(stroke, 0.1, 0.9))
+    assert time.perf_counter() - start < 2.0  # at full size the filters alone took minutes
+    rows, cols = torch.nonzero(pixels(x) > 0.5, as_tuple=True)
+    assert int(rows.max() - rows.min() + 1) >= 19 and int(cols.max() - cols.min() + 1) <= 5
