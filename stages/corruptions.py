@@ -322,8 +322,9 @@ def subset(n: int, size: int = SUITE_SIZE, seed: int = SUITE_SEED) -> torch.Tens
 
 def save_suite(suite: dict[str, torch.Tensor], path: Path) -> None:
     """Write the `corrupt` stage's {'indices', 'labels', and a uint8 (N, 28, 28) per corruption} atomically."""
-    with atomic.atomic_path(path) as tmp:
-        torch.save(suite, tmp)
+    buffer = io.BytesIO()  # serialized first: torch.save on a full disk fails deep in its zip writer, unnamed
+    torch.save(suite, buffer)
+    atomic.write_bytes(path, buffer.getvalue())
 
 
 def load_suite(path: Path) -> dict[str, torch.Tensor]:

@@ -139,7 +139,7 @@ def test_dvc_repro_on_a_full_disk_names_the_file_and_the_rerun_gives_the_same_by
     repo, env = make_repo(disk, data=tmp_path / "mnist", repro=False)
     env.update(HOME=str(tmp_path), PYTHONDONTWRITEBYTECODE="1")
     point = disk
-    sh(repo, "dvc", "repro", "download", env=env)
+    sh(repo, "dvc", "repro", "download", "corrupt", env=env)
     # Room for the history and DVC's own lock files, and for half of the checkpoint.
     filler = fill(point, 16 * PAGE)
     done = run(repo, env, "dvc", "repro")
