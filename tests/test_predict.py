@@ -163,3 +163,21 @@ def test_a_photo_sized_picture_is_prepared_at_a_few_hundred_pixels() -> None:
     assert time.perf_counter() - start < 2.0  # at full size the filters alone took minutes
     rows, cols = torch.nonzero(pixels(x) > 0.5, as_tuple=True)
     assert int(rows.max() - rows.min() + 1) >= 19 and int(cols.max() - cols.min() + 1) <= 5
+
+
+def test_the_ink_is_cropped_fitted_to_20_px_keeping_its_aspect_and_centred_by_its_mass() -> None:
+    picture = torch.full((100, 120), 0.9)  # light paper; the digit small, off-centre, 4 times wider than tall
+    picture[10:20, 70:110] = 0.5
+    picture[10:14, 70:80] = 0.0  # heavier ink at the left end pulls the centre of mass left of the box's centre
+    x = pixels(predict.to_mnist(picture))
+    rows, cols = torch.nonzero(x > 0.3, as_tuple=True)
+    assert int(cols.max() - cols.min() + 1) == 20 and int(rows.max() - rows.min() + 1) == 5  # 40 x 10 -> 20 x 5
+    assert centre_of_mass(x) == pytest.approx((13.5, 13.5), abs=0.5)
+    box_centre = (float(cols.max() + cols.min()) / 2, float(rows.max() + rows.min()) / 2)
+    assert box_centre[0] >= 14.0  # placed by its mass, not its box: the box sits right of the centre
+
+
+def centre_of_mass(x: torch.Tensor) -> tuple[float, float]:
+    weights = x.clamp(min=0)
+    grid = torch.arange(28.0)
+    return (float((weights.sum(0) * grid).sum() / weights.sum()), float((weights.sum(1) * grid).sum() / weights.sum()))
