@@ -100,6 +100,8 @@ def main() -> None:
                         help="stop and select on the hold-out's first half, score on its second half")
     parser.add_argument("--tta", action="store_true", help="also score with test-time augmentation (shifts)")
     parser.add_argument("--json", type=Path, help="also write every run and the summary here")
+    parser.add_argument("--save", type=Path, help="also save each run's weights here, as <variant>-<seed>.pt "
+                        "checkpoints that bench.robustness reads")
     args = parser.parse_args()
 
     raw = yaml.safe_load(paths.PARAMS.read_text())
@@ -145,6 +147,10 @@ def main() -> None:
                    "curve": [(round(h["epoch_seconds"], 2), h["val_accuracy"]) for h in result.history]}
             if args.tta:
                 row["tta_accuracy"], row["tta_loss"] = score_tta(result.saved_state, eval_x, eval_y)
+            if args.save:
+                args.save.mkdir(parents=True, exist_ok=True)
+                torch.save({"state_dict": {k: v.cpu() for k, v in result.saved_state.items()},
+                            "epoch": result.saved_epoch}, args.save / f"{name}-{seed}.pt")
             rows.append(row)
             print(json.dumps(row), flush=True)
             if args.json:

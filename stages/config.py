@@ -65,7 +65,7 @@ class Model(_Section):
 
 
 class Augment(_Section):
-    """Random affine transform of each training image, drawn anew every epoch."""
+    """Random affine transform of each training image, and a change of look of some, drawn anew every epoch."""
 
     rotate: float = Field(5.0, ge=0.0, le=180.0, description="Random rotation per image and epoch, uniform in "
                           "[-rotate, rotate] degrees; " + OFF + ".")
@@ -73,6 +73,9 @@ class Augment(_Section):
                                 "of the image side; " + OFF + ".")
     scale: Fraction = Field(0.03, description="Random scaling per image and epoch, uniform in "
                             "[1 - scale, 1 + scale]; " + OFF + ".")
+    appearance: Fraction = Field(0.0, description="Share of the training images given, per epoch, one random "
+                                 "change of look after the affine transform: a wider or narrower pen, blur, low "
+                                 "resolution, sensor noise, or grey paper and faded ink; " + OFF + ".")
 
 
 class Train(_Section):
@@ -106,7 +109,7 @@ class Train(_Section):
     patience: int = Field(3, ge=0, description="Stop after this many epochs in a row with neither a higher "
                           "validation accuracy nor a lower validation loss than before, counted once the learning "
                           "rate has annealed to half its peak (a constant rate: from the first epoch); " + OFF + ".")
-    augment: Augment = Field(default_factory=Augment, description="Random affine transform per image and epoch.")
+    augment: Augment = Field(default_factory=Augment, description="Random affine transform per image and epoch, and a change of look of some.")
 
 
 class Plots(_Section):

@@ -303,6 +303,12 @@ CORRUPTIONS: dict[str, Corruption] = {f.__name__: f for f in (
     fog, spatter, dotted_line, zigzag, canny_edges,
     thin, thick, low_resolution, small_off_centre, jpeg, photo)}
 
+# The corruptions that no training augmentation makes (data.APPEARANCE, data.augment), chosen before the
+# augmentation study (bench/results/zen4-2026-12-03/augment.md): a gain on them is robustness, not memory.
+# The rest are trained-on: noise, blur, grey paper, pen width, low resolution, or the affine transform.
+HELD_OUT = ("impulse_noise", "motion_blur", "stripe", "fog", "spatter", "dotted_line", "zigzag", "canny_edges",
+            "small_off_centre", "jpeg")
+
 SUITE_SIZE = 1000  # images per corruption: a 1-point accuracy difference is then 10 images
 SUITE_SEED = 2019  # the subset and every corruption's draws; a corruption's own seed adds its name's CRC-32
 

@@ -2,7 +2,8 @@
 
 The IDX files are parsed once into uint8 tensors and normalized once; batches
 are slices of a `randperm`, augmented as a whole with one affine grid per
-image. No Dataset, DataLoader or per-sample PIL work anywhere.
+image, then (train.augment.appearance) a share of them changed in look. No
+Dataset, DataLoader or per-sample PIL work anywhere.
 """
 
 from __future__ import annotations
@@ -67,3 +68,76 @@ def augment(x: torch.Tensor, *, rotate: float, translate: float, scale: float,
     theta = torch.stack([torch.stack([cos, -sin, tx], 1), torch.stack([sin, cos, ty], 1)], 1)
     grid = F.affine_grid(theta, list(x.shape), align_corners=False)
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+
+
+# The changes of look that data.appearance draws from, each on pixels in [0, 1] (N, 1, 28, 28). Each is a
+# kind of change a user's picture brings (the robustness suite's trained-on group, stages/corruptions.py
+# TRAINED_ON); the held-out group's corruptions are none of them (bench/results/zen4-2026-12-03/augment.md).
+
+def _stroke(p: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+    """A pen 2 px wider or narrower: grey dilation or erosion by a 3 px cross, half the images each."""
+    def dilate(q: torch.Tensor) -> torch.Tensor:
+        return torch.maximum(F.max_pool2d(q, (1, 3), 1, (0, 1)), F.max_pool2d(q, (3, 1), 1, (1, 0)))
+
+    thinner = (torch.rand(len(p), 1, 1, 1, generator=g, device=p.device) < 0.5)
+    return torch.where(thinner, -dilate(-p), dilate(p))
+
+
+def _blur(p: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+    """An isotropic Gaussian blur, sigma uniform in [0.5, 1.5] px per image (a soft or out-of-focus pen)."""
+    n = len(p)
+    sigma = 0.5 + torch.rand(n, 1, generator=g, device=p.device)
+    t = torch.arange(-3, 4, device=p.device, dtype=p.dtype)
+    k = torch.exp(-t ** 2 / (2 * sigma ** 2))
+    k = k / k.sum(1, keepdim=True)  # (N, 7): one kernel per image, applied as N groups
+    q = p.reshape(1, n, *p.shape[2:])
+    q = F.conv2d(F.pad(q, (3, 3, 0, 0)), k.view(n, 1, 1, 7), groups=n)
+    q = F.conv2d(F.pad(q, (0, 0, 3, 3)), k.view(n, 1, 7, 1), groups=n)
+    return q.reshape(p.shape)
+
+
+def _low_resolution(p: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+    """Averaged down to a side of 7 to 14 px, uniform per image, and bilinear back up (a digit photographed small)."""
+    side = torch.randint(7, 15, (len(p),), generator=g, device=p.device)
+    out = p.clone()
+    for s in side.unique().tolist():
+        rows = side == s
+        small = F.adaptive_avg_pool2d(p[rows], s)
+        out[rows] = F.interpolate(small, size=p.shape[2:], mode="bilinear", align_corners=False)
+    return out
+
+
+def _noise(p: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+    """Gaussian sensor noise, sigma uniform in [0.05, 0.35] of full brightness per image, clipped to [0, 1]."""
+    sigma = 0.05 + 0.3 * torch.rand(len(p), 1, 1, 1, generator=g, device=p.device)
+    return (p + sigma * torch.randn(p.shape, generator=g, device=p.device)).clamp(0, 1)
+
+
+def _level(p: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+    """Grey paper and faded ink: background raised to 0.1-0.6, ink from 0.3 above it up to full brightness."""
+    n = len(p)
+    background = 0.1 + 0.5 * torch.rand(n, 1, 1, 1, generator=g, device=p.device)
+    low = (background + 0.3).clamp(max=1.0)
+    ink = low + (1 - low) * torch.rand(n, 1, 1, 1, generator=g, device=p.device)
+    return background + (ink - background) * p
+
+
+APPEARANCE = (_stroke, _blur, _low_resolution, _noise, _level)
+
+
+def appearance(x: torch.Tensor, *, share: float, generator: torch.Generator) -> torch.Tensor:
+    """A normalized batch (N, 1, H, W) with each image, at probability `share`, changed by one of APPEARANCE.
+
+    The change is drawn uniformly per image; the rest are returned as they were. The clean images keep the
+    recipe's accuracy on MNIST itself, the changed ones teach the looks that MNIST's scanning never shows.
+    """
+    n = x.shape[0]
+    changed = torch.rand(n, generator=generator, device=x.device) < share
+    which = torch.randint(len(APPEARANCE), (n,), generator=generator, device=x.device)
+    pixels = x * STD + MEAN
+    out = pixels.clone()
+    for k, change in enumerate(APPEARANCE):
+        rows = (changed & (which == k)).nonzero().squeeze(1)
+        if len(rows):
+            out[rows] = change(pixels[rows], generator)
+    return (out - MEAN) / STD

@@ -2,8 +2,8 @@
 
 The only stage that scores the test set (`plots` draws the images it got
 wrong). Writes reports/metrics.json (accuracy, loss, errors, and the suite's
-accuracy under each corruption, their mean and the worst: what `dvc metrics
-show` lists), and three plot files: the accuracy of each digit and under each
+accuracy under each corruption, their mean, the mean of the held-out ones and
+the worst: what `dvc metrics show` lists), and three plot files: the accuracy of each digit and under each
 corruption for bar charts in reports/eval/per_class.json and robustness.json,
 and one row per test image for DVC's `confusion` template in
 reports/eval/confusion.json.
@@ -45,7 +45,9 @@ def evaluate(*, model: torch.nn.Module, images: torch.Tensor,
 
 def robustness(*, model: torch.nn.Module, suite: dict[str, torch.Tensor]) -> tuple[dict[str, float],
                                                                                     list[dict[str, Any]]]:
-    """{mean, worst, and each corruption's accuracy}, and a {corruption, accuracy} row per corruption.
+    """{mean, held_out, worst, and each corruption's accuracy}, and a {corruption, accuracy} row per corruption.
+
+    held_out is the mean over those of corruptions.HELD_OUT in the suite: no training augmentation makes them.
 
     Each image is scored alone, without the test's shifted copies: a roll would wrap the grey borders of
     brightness, fog, stripe and photo into the image, and five passes over the suite would double the stage's time.
@@ -57,7 +59,10 @@ def robustness(*, model: torch.nn.Module, suite: dict[str, torch.Tensor]) -> tup
         if name not in ("indices", "labels"):
             predicted = logits(model, data.normalize(images).to(device)).argmax(1)
             accuracy[name] = round(int((predicted == labels).sum()) / len(labels), 4)
-    summary = {"mean": round(sum(accuracy.values()) / len(accuracy), 4), "worst": min(accuracy.values()), **accuracy}
+    held_out = [accuracy[name] for name in corruptions.HELD_OUT if name in accuracy]
+    summary = {"mean": round(sum(accuracy.values()) / len(accuracy), 4),
+               **({"held_out": round(sum(held_out) / len(held_out), 4)} if held_out else {}),
+               "worst": min(accuracy.values()), **accuracy}
     return summary, [{"corruption": name, "accuracy": value} for name, value in accuracy.items()]
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from stages import cli, corrupt, data, evaluate
+from stages import cli, corrupt, corruptions, data, evaluate
 from stages.model import Net
 from tests.helpers import make_images
 
@@ -18,13 +18,15 @@ def test_robustness_scores_each_corruption_of_the_suite_alone() -> None:
     model = Net().eval()
     images, labels = make_images(40, seed=4)
     suite = {"indices": torch.arange(40), "labels": labels.long(),
-             "clean": images, "inverted": 255 - images, "blank": torch.zeros_like(images)}
+             "clean": images, "fog": 255 - images, "blank": torch.zeros_like(images)}
     summary, rows = evaluate.robustness(model=model, suite=suite)
     with torch.no_grad():
         expected = {name: round(float((model(data.normalize(suite[name])).argmax(1) == labels).float().mean()), 4)
-                    for name in ("clean", "inverted", "blank")}
+                    for name in ("clean", "fog", "blank")}
     assert rows == [{"corruption": name, "accuracy": value} for name, value in expected.items()]
-    assert summary == {"mean": round(sum(expected.values()) / 3, 4), "worst": min(expected.values()), **expected}
+    # fog is the only one of the held-out group (corruptions.HELD_OUT) in this suite
+    assert summary == {"mean": round(sum(expected.values()) / 3, 4), "held_out": expected["fog"],
+                       "worst": min(expected.values()), **expected}
 
 
 def test_evaluate_writes_the_suite_into_the_metrics_and_the_plot_rows(project: Path, capsys) -> None:
@@ -37,8 +39,10 @@ def test_evaluate_writes_the_suite_into_the_metrics_and_the_plot_rows(project: P
     metrics = json.loads((project / "reports/metrics.json").read_text())
     rows = json.loads((project / "reports/eval/robustness.json").read_text())
     names = [r["corruption"] for r in rows]
-    assert len(names) == 21 and set(metrics["robustness"]) == {"mean", "worst", *names}
+    assert len(names) == 21 and set(metrics["robustness"]) == {"mean", "held_out", "worst", *names}
     assert metrics["robustness"]["worst"] == min(r["accuracy"] for r in rows)
+    held_out = [r["accuracy"] for r in rows if r["corruption"] in corruptions.HELD_OUT]
+    assert len(held_out) == 10 and metrics["robustness"]["held_out"] == round(sum(held_out) / 10, 4)
     assert f"over 21 corruptions of 100 test images, worst {metrics['robustness']['worst']:.2%}" in out
 
 

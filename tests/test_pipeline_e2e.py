@@ -31,7 +31,7 @@ def test_repro_writes_every_output(dvc_repo) -> None:
     robustness = json.loads((repo / "reports/metrics.json").read_text())["robustness"]
     per_corruption = json.loads((repo / "reports/eval/robustness.json").read_text())
     names = [r["corruption"] for r in per_corruption]
-    assert len(names) == 21 and set(robustness) == {"mean", "worst", *names}
+    assert len(names) == 21 and set(robustness) == {"mean", "held_out", "worst", *names}
     checkpoint = torch.load(repo / "models/model.pt", weights_only=True)
     assert {"state_dict", "epoch", "val_accuracy", "params"} <= set(checkpoint)
     assert checkpoint["params"]["train"]["epochs"] == 2
