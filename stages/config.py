@@ -73,7 +73,7 @@ class Augment(_Section):
                                 "of the image side; " + OFF + ".")
     scale: Fraction = Field(0.03, description="Random scaling per image and epoch, uniform in "
                             "[1 - scale, 1 + scale]; " + OFF + ".")
-    appearance: Fraction = Field(0.0, description="Share of the training images given, per epoch, one random "
+    appearance: Fraction = Field(0.6, description="Share of the training images given, per epoch, one random "
                                  "change of look after the affine transform: a wider or narrower pen, blur, low "
                                  "resolution, sensor noise, or grey paper and faded ink; " + OFF + ".")
 

@@ -162,6 +162,47 @@ def test_augmentation_moves_the_digit_and_fills_from_outside_with_background() -
     assert rows.flatten().unique().numel() == 16 and not torch.allclose(rows, torch.tensor(14.0))
 
 
+def _blob(n: int) -> torch.Tensor:
+    """n normalized frames, each a 3 px wide bright bar (a stroke) on MNIST's black background."""
+    images = torch.zeros(n, 28, 28, dtype=torch.uint8)
+    images[:, 6:22, 13:16] = 255
+    return data.normalize(images)
+
+
+def test_appearance_changes_the_given_share_of_images_and_leaves_the_rest() -> None:
+    x = _blob(400)
+    g = torch.Generator().manual_seed(0)
+    assert torch.equal(data.appearance(x, share=0.0, generator=g), x)
+    out = data.appearance(x, share=0.3, generator=g)
+    changed = (out - x).abs().flatten(1).amax(1) > 1e-4
+    assert out.shape == x.shape and 0.2 < changed.float().mean() < 0.4
+    # Drawn from the generator alone: the same seed changes the same images the same way.
+    again = data.appearance(x, share=0.3, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(again, data.appearance(x, share=0.3, generator=torch.Generator().manual_seed(0)))
+    # Every change stays a picture MNIST's normalization can express: pixels in [0, 1].
+    pixels = data.appearance(x, share=1.0, generator=g) * data.STD + data.MEAN
+    assert pixels.min() >= -1e-5 and pixels.max() <= 1 + 1e-5
+
+
+@pytest.mark.parametrize("change, check", [
+    # pen width: the bar's ink area grows (dilation) or shrinks (erosion), never stays
+    (data._stroke, lambda p, q: ((q > 0.5).sum((1, 2, 3)) != (p > 0.5).sum((1, 2, 3))).all()),
+    # blur keeps the ink's total (inside the frame) and lowers its peak
+    (data._blur, lambda p, q: torch.allclose(q.sum((1, 2, 3)), p.sum((1, 2, 3)), rtol=1e-4) and (q.amax() < 1)),
+    # low resolution loses the bar's sharp edge: some pixel is neither ink nor paper
+    (data._low_resolution, lambda p, q: ((q > 0.05) & (q < 0.95)).any((1, 2, 3)).all()),
+    # noise: the background is no longer uniform
+    (data._noise, lambda p, q: (q[:, :, :4].std((1, 2, 3)) > 0.01).all()),
+    # grey paper: the background is raised to 0.1-0.6 and the ink stays at least 0.3 above it
+    (data._level, lambda p, q: ((q[:, 0, 0, 0] >= 0.1) & (q[:, 0, 0, 0] <= 0.6)
+                                & (q[:, 0, 14, 14] - q[:, 0, 0, 0] >= 0.3 - 1e-6)).all()),
+])
+def test_each_change_of_look_does_what_its_name_says(change, check) -> None:
+    pixels = _blob(32) * data.STD + data.MEAN
+    out = change(pixels, torch.Generator().manual_seed(1))
+    assert out.shape == pixels.shape and bool(check(pixels, out))
+
+
 def test_explicit_accelerator_that_is_missing_is_an_error() -> None:
     if torch.cuda.is_available():
         pytest.skip("this machine has CUDA")
