@@ -109,7 +109,8 @@ class Train(_Section):
     patience: int = Field(3, ge=0, description="Stop after this many epochs in a row with neither a higher "
                           "validation accuracy nor a lower validation loss than before, counted once the learning "
                           "rate has annealed to half its peak (a constant rate: from the first epoch); " + OFF + ".")
-    augment: Augment = Field(default_factory=Augment, description="Random affine transform per image and epoch, and a change of look of some.")
+    augment: Augment = Field(default_factory=Augment,
+                             description="Random affine transform per image and epoch, and a change of look of some.")
 
 
 class Plots(_Section):
