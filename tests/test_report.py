@@ -9,7 +9,8 @@ def row(name: str, seed: int, accuracy: float, errors: int, epochs: int, state: 
     # The shape dvc.api.exp_show returns: flat keys, every number a float, a file prefix on clashes.
     return {"Experiment": name, "rev": "abc1234", "State": state, "train.seed": float(seed),
             "reports/metrics.json:test.accuracy": accuracy, "test.errors": float(errors),
-            "robustness.mean": 0.6 + seed / 100, "robustness.worst": 0.09,
+            "robustness.mean": 0.6 + seed / 100, "robustness.held_out": 0.5 - seed / 100,
+            "robustness.worst": 0.09,
             "epochs_run": float(epochs), "saved_epoch": float(epochs), "train_seconds": 100.0 + seed,
             "device": "cuda:1", "device_name": "NVIDIA H100 80GB HBM3", "precision": "fp32", "kernels": "-"}
 
@@ -17,22 +18,24 @@ def row(name: str, seed: int, accuracy: float, errors: int, epochs: int, state: 
 def test_summary_numbers_on_known_input() -> None:
     table = summarize([row("a", 0, 0.9950, 50, 15), row("b", 1, 0.9940, 60, 14), row("c", 2, 0.9960, 40, 15)])
     lines = table.splitlines()
-    assert lines[0] == ("| experiment | seed | test accuracy (%) | test errors | suite mean (%) | suite worst (%) "
-                        "| epochs run | saved epoch | train seconds | device | arithmetic |")
-    assert lines[2] == "| a | 0 | 99.50 | 50 | 60.0 | 9.0 | 15 | 15 | 100 | cuda:1 (NVIDIA H100 80GB HBM3) | fp32 |"
-    assert lines[5] == "| **mean** |  | 99.500 | 50.0 | 61.00 | 9.00 | 14.7 | 14.7 | 101.0 |  |  |"
-    assert lines[6] == "| **std** |  | 0.100 | 10.0 | 1.00 | 0.00 | 0.6 | 0.6 | 1.0 |  |  |"
-    assert lines[7] == "| **min** |  | 99.40 | 40 | 60.0 | 9.0 | 14 | 14 | 100 |  |  |"
-    assert lines[8] == "| **max** |  | 99.60 | 60 | 62.0 | 9.0 | 15 | 15 | 102 |  |  |"
+    assert lines[0] == ("| experiment | seed | test accuracy (%) | test errors | suite mean (%) | held-out mean (%) "
+                        "| suite worst (%) | epochs run | saved epoch | train seconds | device | arithmetic |")
+    assert lines[2] == ("| a | 0 | 99.50 | 50 | 60.0 | 50.0 | 9.0 | 15 | 15 | 100 "
+                        "| cuda:1 (NVIDIA H100 80GB HBM3) | fp32 |")
+    assert lines[5] == "| **mean** |  | 99.500 | 50.0 | 61.00 | 49.00 | 9.00 | 14.7 | 14.7 | 101.0 |  |  |"
+    assert lines[6] == "| **std** |  | 0.100 | 10.0 | 1.00 | 1.00 | 0.00 | 0.6 | 0.6 | 1.0 |  |  |"
+    assert lines[7] == "| **min** |  | 99.40 | 40 | 60.0 | 48.0 | 9.0 | 14 | 14 | 100 |  |  |"
+    assert lines[8] == "| **max** |  | 99.60 | 60 | 62.0 | 50.0 | 9.0 | 15 | 15 | 102 |  |  |"
     assert lines[-1] == "2 of 3 reach >= 99.41% test accuracy."
 
 
 def test_missing_metric_shows_a_dash_and_no_experiments_is_an_error() -> None:
     partial = row("a", 0, 0.99, 100, 3)
     del partial["test.errors"], partial["device"], partial["precision"], partial["robustness.mean"]
-    assert "| a | 0 | 99.00 | - | - | 9.0 | 3 | 3 | 100 | - | - |" in summarize([partial])
+    assert "| a | 0 | 99.00 | - | - | 50.0 | 9.0 | 3 | 3 | 100 | - | - |" in summarize([partial])
     bf16 = summarize([{**row("b", 1, 0.99, 100, 3), "precision": "bf16", "kernels": "AVX512"}])
-    assert "| b | 1 | 99.00 | 100 | 61.0 | 9.0 | 3 | 3 | 101 | cuda:1 (NVIDIA H100 80GB HBM3) | bf16, AVX512 |" in bf16
+    assert ("| b | 1 | 99.00 | 100 | 61.0 | 49.0 | 9.0 | 3 | 3 | 101 "
+            "| cuda:1 (NVIDIA H100 80GB HBM3) | bf16, AVX512 |") in bf16
     with pytest.raises(StageError, match="no finished experiments and no results in the workspace"):
         summarize([])
 
@@ -80,7 +83,7 @@ def test_after_a_plain_dvc_repro_the_report_is_the_workspaces_run(shown, capsys)
     del shown[1:]
     report.main(report.parser().parse_args([]))
     out, err = capsys.readouterr()
-    assert "| workspace | 0 | 99.50 | 50 | 60.0 | 9.0 | 15 |" in out and "1 of 1 reach" in out
+    assert "| workspace | 0 | 99.50 | 50 | 60.0 | 50.0 | 9.0 | 15 |" in out and "1 of 1 reach" in out
     assert err.startswith("no experiments of HEAD yet: this is the workspace's run (for more: `dvc exp run --queue")
     report.main(report.parser().parse_args(["workspace"]))
     assert "| workspace | 0 |" in capsys.readouterr().out
