@@ -32,7 +32,7 @@ WORKSPACE = "workspace"  # exp_show's row of the workspace: what `dvc repro` lef
 SWEEP_HINT = "dvc exp run --queue -S 'train.seed=0,1,2' && dvc queue start"
 
 
-def _value(row: dict[str, Any], name: str) -> float | None:
+def metric(row: dict[str, Any], name: str) -> float | None:
     """A column's value; exp_show prefixes the file name (`path:name`) when two files share a name."""
     for key, value in row.items():
         if (key == name or key.endswith(":" + name)) and isinstance(value, (int, float)):
@@ -69,7 +69,7 @@ def summarize(rows: list[dict[str, Any]]) -> str:
     for row in rows:
         cells = [str(row.get("Experiment") or row.get("rev"))]
         for name, key, decimals in COLUMNS:
-            value = _value(row, key)
+            value = metric(row, key)
             cells.append("-" if value is None else _cell(value, name, decimals))
             if value is not None:
                 values[name].append(float(value))
@@ -88,7 +88,7 @@ def summarize(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def _finished(row: dict[str, Any]) -> bool:
+def is_finished(row: dict[str, Any]) -> bool:
     # exp_show's State: None or "Success" once done; "Queued", "Running" or "Failed" before or instead.
     return row.get("State") in (None, "Success")
 
@@ -133,13 +133,13 @@ def experiment_rows(names: list[str], all_commits: bool) -> list[dict[str, Any]]
         raise StageError(f"dvc exp show: {exc}") from None
     experiments = [r for r in rows if r.get("Experiment")]
     # The workspace counts once it has test results (after `dvc repro`).
-    workspace = next((r for r in rows if r.get("rev") == WORKSPACE and _value(r, "test.accuracy") is not None),
+    workspace = next((r for r in rows if r.get("rev") == WORKSPACE and metric(r, "test.accuracy") is not None),
                      None)
     if not names:
-        unfinished = [f"{r['Experiment']} ({r['State'].lower()})" for r in experiments if not _finished(r)]
+        unfinished = [f"{r['Experiment']} ({r['State'].lower()})" for r in experiments if not is_finished(r)]
         if unfinished:
             print(f"left out, not finished: {', '.join(unfinished)}", file=sys.stderr)
-        finished = [r for r in experiments if _finished(r)]
+        finished = [r for r in experiments if is_finished(r)]
         if not finished and workspace:
             print(f"no experiments of HEAD yet: this is the workspace's run (for more: `{SWEEP_HINT}`)",
                   file=sys.stderr)
@@ -152,7 +152,7 @@ def experiment_rows(names: list[str], all_commits: bool) -> list[dict[str, Any]]
     if missing:
         raise StageError(f"no such experiment: {', '.join(missing)} (see `dvc exp show`, or `dvc exp pull origin` "
                          f"for a team's)")
-    unfinished = [n for n in names if not _finished(by_name[n])]
+    unfinished = [n for n in names if not is_finished(by_name[n])]
     if unfinished:
         states = ", ".join(f"{n} is {by_name[n]['State'].lower()}" for n in unfinished)
         raise StageError(f"{states}: no results yet (see `dvc queue status`, `dvc queue logs NAME`)")

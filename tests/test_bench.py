@@ -1,4 +1,4 @@
-"""bench/: the speed comparison and the hold-out recipe comparison, on tiny generated data."""
+"""bench/: the speed comparison, the hold-out recipe comparison and the paired report of two recipes."""
 
 from __future__ import annotations
 
@@ -8,7 +8,10 @@ import sys
 import tempfile
 from pathlib import Path
 
-from bench import bench, holdout
+import pytest
+
+from bench import bench, holdout, paired
+from stages.errors import StageError
 
 
 def test_bench_reports_the_median_of_side_by_side_ratios(project: Path, monkeypatch, capsys) -> None:
@@ -177,3 +180,35 @@ def test_robustness_bench_scores_the_holdout_suite_with_and_without_predicts_pre
     assert len(chosen) == 20
     assert chosen <= {bytes(i.flatten().tolist()) for i in images[holdout]}
     assert not chosen & {bytes(i.flatten().tolist()) for i in images[fit]}
+
+
+def _run(name: str, seed: int, appearance: float, accuracy: float, mean: float, stripe: float) -> dict:
+    # exp_show's shape: flat keys, every number a float, a file prefix on clashes.
+    return {"Experiment": name, "rev": "abc1234", "State": "Success", "train.seed": float(seed),
+            "train.augment.appearance": appearance, "reports/metrics.json:test.accuracy": accuracy,
+            "robustness.mean": mean, "robustness.held_out": mean - 0.05, "robustness.worst": stripe,
+            "robustness.stripe": stripe, "robustness.fog": 0.9}
+
+
+def test_paired_compares_two_recipes_seed_by_seed() -> None:
+    rows = [_run("o1", 1, 0.0, 0.9950, 0.70, 0.10), _run("o2", 2, 0.0, 0.9940, 0.60, 0.20),
+            _run("n1", 1, 0.6, 0.9960, 0.85, 0.40), _run("n2", 2, 0.6, 0.9950, 0.95, 0.60),
+            _run("n3", 3, 0.6, 0.9990, 0.99, 0.99), {**_run("q", 4, 0.0, 0.0, 0.0, 0.0), "State": "Queued"}]
+    old, new = paired.pick(rows, "train.augment.appearance=0"), paired.pick(rows, "train.augment.appearance=0.6")
+    assert sorted(old) == [1, 2] and sorted(new) == [1, 2, 3]  # the queued run is not a result
+    table = paired.compare(old, new)
+    assert "| 1 | 99.50 → 99.60 | 70.0 → 85.0 | 65.0 → 80.0 | 10.0 (stripe) → 40.0 (stripe) |" in table
+    assert "| old | 99.40 | 99.450 | 65.00 | 60.00 | 15.00 |" in table
+    # Mean error 35 % -> 10 %; the worst's error 85 % -> 50 %; seed 3 has no partner, so it counts nowhere.
+    assert "2 seeds paired. New against old: the suite's mean error 0.29x, the worst corruption's error 0.59x" in table
+    assert "test accuracy +0.100 points." in table and "seeds 3." in table
+
+
+def test_paired_refuses_a_bad_selector_an_empty_recipe_and_a_seed_twice() -> None:
+    rows = [_run("o1", 1, 0.0, 0.995, 0.7, 0.1), _run("o1b", 1, 0.0, 0.996, 0.7, 0.1)]
+    with pytest.raises(StageError, match="picked as key=value"):
+        paired.pick(rows, "train.augment.appearance")
+    with pytest.raises(StageError, match="no finished experiment has it"):
+        paired.pick(rows, "train.augment.appearance=0.3")
+    with pytest.raises(StageError, match="seed 1 twice"):
+        paired.pick(rows, "train.augment.appearance=0")
