@@ -52,8 +52,8 @@ def pick(rows: list[dict[str, Any]], selector: str) -> dict[int, dict[str, Any]]
 
 def worst(row: dict[str, Any]) -> tuple[float, str]:
     """The suite's worst corruption of a run: (accuracy, name)."""
-    scores = {k.rpartition("robustness.")[2]: float(v) for k, v in row.items()
-              if "robustness." in k and isinstance(v, (int, float)) and k.rpartition("robustness.")[2] not in SUMMARY}
+    named = {k.rpartition("robustness.")[2]: v for k, v in row.items() if "robustness." in k}
+    scores = {k: float(v) for k, v in named.items() if isinstance(v, (int, float)) and k not in SUMMARY}
     name = min(scores, key=scores.__getitem__)
     return scores[name], name
 
@@ -64,22 +64,23 @@ def compare(old: dict[int, dict[str, Any]], new: dict[int, dict[str, Any]]) -> s
     if not seeds:
         raise StageError(f"no seed in both recipes (old: {sorted(old)}, new: {sorted(new)})")
 
-    def figures(row: dict[str, Any]) -> dict[str, float]:
+    def figures(row: dict[str, Any]) -> dict[str, Any]:
+        accuracy, name = worst(row)
         return {"test": 100 * metric(row, "test.accuracy"), "mean": 100 * metric(row, "robustness.mean"),
-                "held_out": 100 * metric(row, "robustness.held_out"), "worst": 100 * worst(row)[0]}
+                "held_out": 100 * metric(row, "robustness.held_out"), "worst": 100 * accuracy, "which": name}
 
     lines = ["| seed | test % | suite mean % | held-out mean % | worst corruption % |", "|---|---|---|---|---|"]
     for seed in seeds:
         a, b = figures(old[seed]), figures(new[seed])
         lines.append(f"| {seed} | {a['test']:.2f} → {b['test']:.2f} | {a['mean']:.1f} → {b['mean']:.1f} "
-                     f"| {a['held_out']:.1f} → {b['held_out']:.1f} | {a['worst']:.1f} ({worst(old[seed])[1]}) → "
-                     f"{b['worst']:.1f} ({worst(new[seed])[1]}) |")
+                     f"| {a['held_out']:.1f} → {b['held_out']:.1f} | {a['worst']:.1f} ({a['which']}) → "
+                     f"{b['worst']:.1f} ({b['which']}) |")
     lines += ["", "| over the pairs | test min % | test mean % | suite mean % | held-out mean % | worst, mean % |",
               "|---|---|---|---|---|---|"]
     means = {}
     for label, group in (("old", old), ("new", new)):
         f = [figures(group[s]) for s in seeds]
-        means[label] = {k: statistics.fmean(x[k] for x in f) for k in f[0]}
+        means[label] = {k: statistics.fmean(x[k] for x in f) for k in ("test", "mean", "held_out", "worst")}
         m = means[label]
         lines.append(f"| {label} | {min(x['test'] for x in f):.2f} | {m['test']:.3f} | {m['mean']:.2f} "
                      f"| {m['held_out']:.2f} | {m['worst']:.2f} |")
