@@ -4,10 +4,10 @@ or a stray argument is one line and exit 2; neither touches a file of the worksp
 from __future__ import annotations
 
 import importlib
+import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -35,26 +35,47 @@ def workspace(project: Path) -> Path:
     return project
 
 
+# Each command run as `python -m` runs it (runpy, as __main__), one after another in one interpreter: one
+# import of torch for all twenty rather than one each, which took 50 s of the CI's two cores.
+FRONT_DOOR = """
+import contextlib, io, json, runpy, sys, time, warnings
+# An artefact of one interpreter, not of a command: a module another one imported is run again as __main__.
+warnings.filterwarnings("ignore", "'stages[.].*' found in sys.modules after import", RuntimeWarning)
+answers = []
+for name, args in json.loads(sys.argv[1]):
+    out, err, code, start = io.StringIO(), io.StringIO(), None, time.monotonic()
+    sys.argv = [f"stages/{name}.py", *args]
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            runpy.run_module(f"stages.{name}", run_name="__main__", alter_sys=True)
+        except SystemExit as exited:
+            code = exited.code
+    answers.append([name, args[-1], code, out.getvalue(), err.getvalue(), time.monotonic() - start])
+print(json.dumps(answers))
+"""
+
+
 def test_help_and_unknown_options_answer_at_once_and_touch_nothing(workspace: Path) -> None:
     before = snapshot(workspace)
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    start = time.monotonic()
     # predict's images and sweep's command are required: give them, so that the unknown option is what they answer
     seven = [str(REPO / "tests" / "data" / "seven.png")]
     required = {("predict", "--help"): seven, ("predict", "--no-such-option"): seven,
                 ("sweep", "--no-such-option"): ["status", "a-sweep"]}
-    runs = {(name, flag): subprocess.Popen([sys.executable, "-m", f"stages.{name}",
-                                            *required.get((name, flag), []), flag], cwd=workspace, env=env,
-                                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-            for name in COMMANDS for flag in ("--help", "--no-such-option")}
-    done = {key: (proc.wait(timeout=120), *proc.communicate()) for key, proc in runs.items()}
-    assert time.monotonic() - start < 60  # all 18 at once; the issue's bound is 20 s each
+    calls = [(name, [*required.get((name, flag), []), flag]) for name in COMMANDS
+             for flag in ("--help", "--no-such-option")]
+    ran = subprocess.run([sys.executable, "-c", FRONT_DOOR, json.dumps(calls)], cwd=workspace, capture_output=True,
+                         text=True, timeout=120, env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert ran.returncode == 0 and ran.stderr == "", ran.stderr
+    done = {(name, flag): (code, out, err, seconds) for name, flag, code, out, err, seconds in json.loads(ran.stdout)}
+    assert len(done) == 2 * len(COMMANDS)
+    # The issue's bound is 20 s a command; the first pays for the imports, and none may wait on anything.
+    assert all(seconds < 20 for *_, seconds in done.values()), done
     for name in COMMANDS:
-        code, out, err = done[name, "--help"]
+        code, out, err, _ = done[name, "--help"]
         assert code == 0 and err == "", (name, err)
         assert out.startswith(f"usage: python -m stages.{name}") and "\nreads:  " in out and "\nwrites: " in out
         assert "--debug" in out
-        code, out, err = done[name, "--no-such-option"]
+        code, out, err, _ = done[name, "--no-such-option"]
         assert code == 2 and out == "", (name, out)
         assert err == (f"python -m stages.{name}: error: unrecognized arguments: --no-such-option "
                        f"(see `python -m stages.{name} --help`)\n"), err
