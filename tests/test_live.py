@@ -34,12 +34,16 @@ def test_each_epoch_is_in_the_history_and_summary_as_soon_as_it_ends(project: Pa
         if not line.startswith("epoch "):
             continue
         epoch = int(line.split()[1].split("/")[0])
-        # The line is printed after the epoch is logged: its files already hold it, and the model is not there yet.
+        # The line is printed after the epoch is logged: its files already hold it (or a later epoch, where this
+        # reader fell behind on a busy machine), and the model comes only after the last epoch. The model is looked
+        # for before the summary is read, so that a model seen implies a summary at the last epoch.
+        model_there = (project / "models" / "model.pt").exists()
         live = json.loads(summary.read_text())
-        assert live["step"] == epoch and set(live["val"]) == {"accuracy", "loss"}
-        assert history_steps(project, "val/accuracy") == list(range(1, epoch + 1))
-        assert history_steps(project, "train/loss") == list(range(1, epoch + 1))
-        assert not (project / "models" / "model.pt").exists()
+        assert live["step"] >= epoch and set(live["val"]) == {"accuracy", "loss"}
+        for name in ("val/accuracy", "train/loss"):  # each epoch once, in order, up to the summary's at least
+            steps = history_steps(project, name)
+            assert steps == list(range(1, len(steps) + 1)) and len(steps) >= live["step"], (name, steps)
+        assert not model_there or live["step"] == 4
         seen.append(epoch)
     assert proc.wait(timeout=120) == 0, proc.stderr.read()
     assert seen == [1, 2, 3, 4]  # one line an epoch in a log: no progress bar off a terminal
