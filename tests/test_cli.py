@@ -36,7 +36,7 @@ def workspace(project: Path) -> Path:
 
 
 # Each command run as `python -m` runs it (runpy, as __main__), one after another in one interpreter: one
-# import of torch for all twenty rather than one each, which took 50 s of the CI's two cores.
+# import of torch for all twenty rather than one each (twenty at once took 56 s of two cores in a full run).
 FRONT_DOOR = """
 import contextlib, io, json, runpy, sys, time, warnings
 # An artefact of one interpreter, not of a command: a module another one imported is run again as __main__.
