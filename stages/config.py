@@ -85,7 +85,7 @@ class Train(_Section):
         "auto", description="auto: CUDA, then MPS, then CPU. An explicit accelerator must exist.")
     precision: Literal["auto", "fp32", "bf16"] = Field(
         "auto", description="Training arithmetic. auto: on a CPU with native bf16 (AVX512-BF16, AMX), bfloat16 "
-        "autocast where a probe of the training step measured it at least 1.10x as fast as float32 (once per "
+        "autocast where a probe of the training step measured it at least 1.05x as fast as float32 (once per "
         "machine, cached; `python -m stages.precision`), else float32 (CUDA included). Validation and evaluation "
         "always run in float32.")
     seed: int = Field(0, ge=0, description="Seed of the weights, the shuffling and the augmentation.")
