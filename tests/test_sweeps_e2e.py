@@ -13,6 +13,7 @@ import sys
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 
 from tests.e2e import sh, start_queue, wait_queue
@@ -37,38 +38,87 @@ def machine(server: Path, path: Path, env: dict[str, str]) -> Path:
     return path
 
 
-def watch(repo: Path, env: dict[str, str], name: str) -> list[int]:
-    """Poll `dvc exp show` until experiment `name` ends; the epochs (`step`) it showed while running.
+def poll(repo: Path, env: dict[str, str], failed: list[str]) -> dict[str, dict] | None:
+    """`dvc exp show`'s experiments, or None where this poll failed as it may while queued runs work.
 
     A poll may fail while a queued run's temporary files under .dvc/tmp/exps/ come or go, seen
     here with two queues at work: "failed to show experiments - directory '.../.dvc/tmp/exps/
     tmp.../.dvc' does not exist" and "unexpected error - [Errno 2] No such file or directory:
     '.../.dvc/tmp/exps/run/<rev>/<rev>.run'". Or it may hang, seen once in CI: pygit2 (1.21) failed to
     look up a blob in BlobIO's writer thread (NotFoundError) and returned without signalling its
-    reader, which then waits forever. As a user would, it asks
-    again (after Ctrl-C, here a timeout), a few times at most; any other failure fails the test.
+    reader, which then waits forever. As a user would, the caller asks again (after Ctrl-C, here a
+    timeout), a few times at most (`failed` counts them); any other failure fails the test.
     """
-    steps, state, failed_polls = [], None, 0
-    deadline = time.monotonic() + 400
-    while state not in ("success", "failed") and time.monotonic() < deadline:
+    try:
+        shown = subprocess.run(["dvc", "exp", "show", "--json"], cwd=repo, env=env, capture_output=True,
+                               text=True, timeout=90)
+    except subprocess.TimeoutExpired as hung:  # run() killed it; what it printed says why it hung
+        printed = hung.stderr.decode(errors="replace") if isinstance(hung.stderr, bytes) else hung.stderr or ""
+        failed.append(printed)
+        assert "NotFoundError" in printed and len(failed) <= 5, printed
+        return None
+    if shown.returncode != 0:
+        failed.append(shown.stderr)
+        assert "/.dvc/tmp/exps/" in shown.stderr and len(failed) <= 5, shown.stderr
+        time.sleep(1)
+        return None
+    return by_name(json.loads(shown.stdout))
+
+
+def live_step(train: psutil.Process) -> int | None:
+    """The epoch a running train stage's live summary (DVCLive's, in its workspace) has reached, if any."""
+    try:
+        return json.loads((Path(train.cwd()) / "reports" / "train" / "metrics.json").read_text()).get("step")
+    except (FileNotFoundError, ValueError):  # no epoch ended yet, or caught mid-write
+        return None
+
+
+def held_at(repo: Path, epoch: int, deadline: float) -> tuple[psutil.Process, int]:
+    """The train stage of the queued run in `repo`, stopped (SIGSTOP) once its live summary shows
+    `epoch` or later, and the epoch it shows. Held, the run stays mid-way however fast the machine is,
+    so a poll of `dvc exp show` lands while it runs: on a fast CI host 40 tiny epochs once ended
+    between two polls, and the test saw none of them."""
+    workspaces = str(repo / ".dvc" / "tmp" / "exps")
+    while time.monotonic() < deadline:
+        for train in psutil.process_iter(["cmdline", "cwd"]):
+            if "stages.train" in (train.info["cmdline"] or []) and (train.info["cwd"] or "").startswith(workspaces):
+                try:
+                    step = live_step(train)
+                    if step is not None and step >= epoch:
+                        train.suspend()
+                        step = live_step(train)  # again, now that it cannot move: that read was not mid-write
+                        if step is not None:
+                            return train, step
+                        train.resume()
+                except psutil.NoSuchProcess:  # it ended between two looks; the assertion below says so
+                    pass
+        time.sleep(0.05)  # reading a file and the process table: no CPU the run needs
+    raise AssertionError(f"no train stage under {workspaces} reached epoch {epoch}")
+
+
+def watch(repo: Path, env: dict[str, str], name: str) -> list[int]:
+    """The epochs (`step`) that `dvc exp show` showed for experiment `name` while it ran, then its end.
+
+    Its train stage is held twice, at its first epoch and two epochs later; each time `dvc exp show`
+    must list the experiment as running at exactly the epoch its workspace's summary holds.
+    """
+    steps, failed, deadline = [], [], time.monotonic() + 400
+    for _ in range(2):
+        train, step = held_at(repo, steps[-1] + 2 if steps else 1, deadline)
         try:
-            shown = subprocess.run(["dvc", "exp", "show", "--json"], cwd=repo, env=env, capture_output=True,
-                                   text=True, timeout=90)
-        except subprocess.TimeoutExpired as hung:  # run() killed it; what it printed says why it hung
-            printed = hung.stderr.decode(errors="replace") if isinstance(hung.stderr, bytes) else hung.stderr or ""
-            assert "NotFoundError" in printed and failed_polls < 5, printed
-            failed_polls += 1
-            continue
-        if shown.returncode != 0:
-            assert "/.dvc/tmp/exps/" in shown.stderr and failed_polls < 5, shown.stderr
-            failed_polls += 1
-            time.sleep(1)
-            continue
-        exp = by_name(json.loads(shown.stdout)).get(name, {})
-        state = exp.get("state")
-        summary = ((exp.get("data") or {}).get("metrics") or {}).get("reports/train/metrics.json", {}).get("data", {})
-        if state == "running" and "step" in summary:
-            steps.append(summary["step"])
+            for _ in range(10):  # the first poll may come before DVC has written the run's state
+                exp = (poll(repo, env, failed) or {}).get(name, {})
+                summary = ((exp.get("data") or {}).get("metrics") or {}).get("reports/train/metrics.json", {})
+                if exp.get("state") == "running" and "step" in summary.get("data", {}):
+                    break
+            assert exp.get("state") == "running" and summary.get("data", {}).get("step") == step, (step, exp)
+            steps.append(step)
+        finally:
+            train.resume()
+    state = "running"
+    while state not in ("success", "failed") and time.monotonic() < deadline:
+        shown = poll(repo, env, failed)
+        state = (shown or {}).get(name, {}).get("state", state)
         time.sleep(1)  # each poll takes seconds of a CPU the experiments need
     assert state == "success", sh(repo, "dvc", "queue", "logs", name, env=env)
     return steps
@@ -90,8 +140,7 @@ def test_two_machines_publish_sweeps_watched_as_they_run_and_a_third_pulls_them_
     b = machine(server, tmp_path / "b", env)
     sh(b, "dvc", "config", "--local", "exp.auto_push", "true", env=env)
     sh(b, "dvc", "config", "--local", "exp.git_remote", "origin", env=env)
-    epochs = 40  # on 2 cores a poll of `dvc exp show` took as long as 3-4 epochs: some 10 polls while it runs
-    # (early stopping off: on tiny data it would end the run before the polls see enough of it)
+    epochs = 10  # watch() holds the run mid-way; early stopping off: on tiny data it could end it first
     sh(b, "dvc", "exp", "run", "--queue", "-n", "long-e2e", "-S", "train.seed=5", "-S", f"train.epochs={epochs}",
        "-S", "train.patience=0", env=env)
     start_queue(a, env, jobs=2)
@@ -99,7 +148,7 @@ def test_two_machines_publish_sweeps_watched_as_they_run_and_a_third_pulls_them_
 
     # While B's experiment ran, `dvc exp show` read its workspace and saw the epochs as they ended.
     steps = watch(b, env, "long-e2e")
-    assert steps and steps == sorted(steps) and 1 <= steps[0] < epochs, steps
+    assert 1 <= steps[0] and steps[0] + 2 <= steps[1] < epochs, steps  # it moved on between the two looks
     final = experiments(b, env)["long-e2e"]["data"]["metrics"]["reports/train/metrics.json"]["data"]
     assert final["epochs_run"] == epochs and "step" not in final  # at the end, the summary
     logs = sh(b, "dvc", "queue", "logs", "long-e2e", env=env)
