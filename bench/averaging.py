@@ -38,8 +38,8 @@ import torch
 import yaml
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn, update_bn
 
-from bench.holdout import score_tta, with_overrides
-from bench.stopping import mean_se, study_parser
+from bench.holdout import mean_se, score_tta, with_overrides
+from bench.stopping import study_parser
 from stages import config, data, paths
 from stages.device import cpu_kernels, resolve_device
 from stages.infer import score

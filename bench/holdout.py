@@ -12,6 +12,11 @@ Reported per variant: the validation accuracy and loss of the epoch that
 training time. This is how the default recipe is chosen: on held-out
 training images, never on the test set.
 
+    python -m bench.holdout --summarize runs.json [more.json ...]
+
+With --summarize, only the table of saved runs: each variant against the first
+(the baseline), paired by seed on the seeds where both ran.
+
 With --split-holdout, training stops and selects its epoch on the first half
 of the hold-out and every variant is scored on the second half, which nothing
 in training saw, so an early-stopping rule is not flattered by being scored on
@@ -74,11 +79,12 @@ def score_tta(state: dict[str, torch.Tensor], images: torch.Tensor, labels: torc
     return test["accuracy"], test["loss"]
 
 
-def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    def mean_se(values: list[float]) -> tuple[float, float]:
-        se = statistics.stdev(values) / math.sqrt(len(values)) if len(values) > 1 else float("nan")
-        return statistics.fmean(values), se
+def mean_se(values: list[float]) -> tuple[float, float]:
+    se = statistics.stdev(values) / math.sqrt(len(values)) if len(values) > 1 else float("nan")
+    return statistics.fmean(values), se
 
+
+def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
     acc, acc_se = mean_se([r["val_accuracy"] for r in rows])
     loss, loss_se = mean_se([r["val_loss"] for r in rows])
     out = {"runs": len(rows), "val_accuracy": acc, "val_accuracy_se": acc_se, "val_loss": loss,
@@ -89,11 +95,40 @@ def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
+def paired_table(rows: list[dict[str, Any]]) -> str:
+    """Each variant against the first one's runs (the baseline) on the seeds where both ran, as Markdown:
+    the score (with test-time augmentation where every run has it), its worst run, the paired difference
+    in points, and the epochs run, as the time a recipe costs."""
+    key = "tta_accuracy" if all("tta_accuracy" in r for r in rows) else "val_accuracy"
+    by_run: dict[tuple[str, int], dict[str, Any]] = {}
+    for r in rows:
+        if (r["variant"], r["seed"]) in by_run:
+            raise SystemExit(f"bench.holdout: variant {r['variant']!r} ran seed {r['seed']} twice")
+        by_run[r["variant"], r["seed"]] = r
+    variants = list(dict.fromkeys(r["variant"] for r in rows))
+    base = variants[0]
+    lines = [f"| variant | seeds | {key} (%): mean, worst | paired vs {base} (points, mean ± SE) | "
+             f"epochs run: mean (min-max), ÷ {base}'s |", "|---|---|---|---|---|"]
+    for name in variants:
+        seeds = sorted(s for v, s in by_run if v == name and (base, s) in by_run)
+        runs, bases = [by_run[name, s] for s in seeds], [by_run[base, s] for s in seeds]
+        if not runs:
+            continue
+        accuracy = [100 * r[key] for r in runs]
+        diff, se = mean_se([100 * (r[key] - b[key]) for r, b in zip(runs, bases, strict=True)])
+        epochs = [r["epochs_run"] for r in runs]
+        lines.append(f"| {name} | {' '.join(map(str, seeds))} | "
+                     f"{statistics.fmean(accuracy):.3f}, {min(accuracy):.2f} | "
+                     f"{diff:+.3f} ± {se:.3f} | {statistics.fmean(epochs):.1f} ({min(epochs)}-{max(epochs)}), "
+                     f"{sum(epochs) / sum(b['epochs_run'] for b in bases):.2f}x |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=paths.RAW_DIR, help="directory with the four IDX files")
     parser.add_argument("--seeds", type=int, nargs="+", default=[10, 11, 12])
-    parser.add_argument("--variant", action="append", required=True, help="name:key=value,key=value")
+    parser.add_argument("--variant", action="append", help="name:key=value,key=value (the first: the baseline)")
     parser.add_argument("--budget-s", type=float, default=float("inf"), help="start no run after this many seconds")
     parser.add_argument("--no-cuda-graph", action="store_true", help="on CUDA, the training step eagerly")
     parser.add_argument("--split-holdout", action="store_true",
@@ -102,7 +137,13 @@ def main() -> None:
     parser.add_argument("--json", type=Path, help="also write every run and the summary here")
     parser.add_argument("--save", type=Path, help="also save each run's weights here, as <variant>-<seed>.pt "
                         "checkpoints that bench.robustness reads")
+    parser.add_argument("--summarize", type=Path, nargs="+", help="only print the paired table of these runs' files")
     args = parser.parse_args()
+    if args.summarize:
+        print(paired_table([r for f in args.summarize for r in json.loads(f.read_text())["runs"]]))
+        return
+    if not args.variant:
+        parser.error("--variant is required (or --summarize)")
 
     raw = yaml.safe_load(paths.PARAMS.read_text())
     variants = [parse_variant(v) for v in args.variant]

@@ -30,7 +30,7 @@ from typing import Any
 
 import yaml
 
-from bench.holdout import score_tta, with_overrides
+from bench.holdout import mean_se, score_tta, with_overrides
 from stages import config, data, paths
 from stages.device import cpu_kernels, resolve_device
 from stages.precision import autocast_dtype
@@ -103,10 +103,6 @@ def run(args: argparse.Namespace) -> None:
         print(json.dumps({k: row[k] for k in ("seed", "precision", "kernels", "train_s", "rules")}), flush=True)
         if args.json:
             args.json.write_text(json.dumps({"params": raw["train"], "runs": runs}, indent=1) + "\n")
-
-
-def mean_se(values: list[float]) -> tuple[float, float]:
-    return statistics.fmean(values), statistics.stdev(values) / math.sqrt(len(values)) if len(values) > 1 else math.nan
 
 
 def summarize(files: list[Path]) -> None:

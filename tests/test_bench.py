@@ -54,6 +54,27 @@ def test_holdout_bench_never_reads_the_test_set(project: Path, monkeypatch) -> N
     assert [r["variant"] for r in json.loads((project / "h.json").read_text())["runs"]] == ["default"]
 
 
+def test_holdout_summary_pairs_each_variant_with_the_baseline_by_seed(tmp_path: Path, monkeypatch, capsys) -> None:
+    def run(variant: str, seed: int, tta: float, epochs: int) -> dict:
+        return {"variant": variant, "seed": seed, "val_accuracy": 0.99, "tta_accuracy": tta, "epochs_run": epochs}
+
+    # Two processes' files, as a study splits its seeds; seed 3's short run has no baseline beside it.
+    (tmp_path / "a.json").write_text(json.dumps({"runs": [run("default", 1, 0.9940, 18), run("e13", 1, 0.9944, 13),
+                                                          run("e13", 3, 0.9990, 13)]}))
+    (tmp_path / "b.json").write_text(json.dumps({"runs": [run("default", 2, 0.9952, 16), run("e13", 2, 0.9944, 12)]}))
+    files = [str(tmp_path / name) for name in ("a.json", "b.json")]
+    monkeypatch.setattr(sys, "argv", ["bench.holdout", "--summarize", *files])
+    holdout.main()
+    rows = capsys.readouterr().out.splitlines()
+    assert rows[0].startswith("| variant | seeds | tta_accuracy (%): mean, worst | paired vs default ")
+    # Paired differences +0.04 and -0.08 points: mean -0.02, SE 0.06; epochs 25 against 34.
+    assert rows[2] == "| default | 1 2 | 99.460, 99.40 | +0.000 ± 0.000 | 17.0 (16-18), 1.00x |"
+    assert rows[3] == "| e13 | 1 2 | 99.440, 99.44 | -0.020 ± 0.060 | 12.5 (12-13), 0.74x |"
+    (tmp_path / "b.json").write_text(json.dumps({"runs": [run("e13", 1, 0.9944, 13)]}))  # the same run again
+    with pytest.raises(SystemExit, match="ran seed 1 twice"):
+        holdout.main()
+
+
 def test_bench_train_reports_the_test_accuracy_of_the_kept_weights(project: Path, monkeypatch) -> None:
     monkeypatch.setattr(sys, "argv", ["bench.bench", "--reps", "1", "--images", "100", "--train",
                                       "--json", "bench.json"])
