@@ -15,7 +15,7 @@ training images, never on the test set.
     python -m bench.holdout --summarize runs.json [more.json ...]
 
 With --summarize, only the table of saved runs: each variant against the first
-(the baseline), paired by seed on the seeds where both ran.
+(the baseline), paired by seed on the seeds where every variant ran.
 
 With --split-holdout, training stops and selects its epoch on the first half
 of the hold-out and every variant is scored on the second half, which nothing
@@ -96,7 +96,7 @@ def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def paired_table(rows: list[dict[str, Any]]) -> str:
-    """Each variant against the first one's runs (the baseline) on the seeds where both ran, as Markdown:
+    """Each variant against the first one's runs (the baseline) on the seeds where every variant ran, as Markdown:
     the score (with test-time augmentation where every run has it), its worst run, the paired difference
     in points, and the epochs run, as the time a recipe costs."""
     key = "tta_accuracy" if all("tta_accuracy" in r for r in rows) else "val_accuracy"
@@ -109,11 +109,10 @@ def paired_table(rows: list[dict[str, Any]]) -> str:
     base = variants[0]
     lines = [f"| variant | seeds | {key} (%): mean, worst | paired vs {base} (points, mean ± SE) | "
              f"epochs run: mean (min-max), ÷ {base}'s |", "|---|---|---|---|---|"]
+    # A seed some variant did not finish (a budget ran out) would pair unlike samples: left out.
+    seeds = sorted(s for s in {s for _, s in by_run} if all((v, s) in by_run for v in variants))
     for name in variants:
-        seeds = sorted(s for v, s in by_run if v == name and (base, s) in by_run)
         runs, bases = [by_run[name, s] for s in seeds], [by_run[base, s] for s in seeds]
-        if not runs:
-            continue
         accuracy = [100 * r[key] for r in runs]
         diff, se = mean_se([100 * (r[key] - b[key]) for r, b in zip(runs, bases, strict=True)])
         epochs = [r["epochs_run"] for r in runs]
