@@ -12,10 +12,11 @@ Reported per variant: the validation accuracy and loss of the epoch that
 training time. This is how the default recipe is chosen: on held-out
 training images, never on the test set.
 
-    python -m bench.holdout --summarize runs.json [more.json ...]
+    python -m bench.holdout --summarize runs.json [more.json ...] [--variant NAME ...]
 
 With --summarize, only the table of saved runs: each variant against the first
-(the baseline), paired by seed on the seeds where every variant ran.
+(the baseline), paired by seed on the seeds where every variant ran; --variant
+names keep those variants, the first named as the baseline.
 
 With --split-holdout, training stops and selects its epoch on the first half
 of the hold-out and every variant is scored on the second half, which nothing
@@ -136,10 +137,15 @@ def main() -> None:
     parser.add_argument("--json", type=Path, help="also write every run and the summary here")
     parser.add_argument("--save", type=Path, help="also save each run's weights here, as <variant>-<seed>.pt "
                         "checkpoints that bench.robustness reads")
-    parser.add_argument("--summarize", type=Path, nargs="+", help="only print the paired table of these runs' files")
+    parser.add_argument("--summarize", type=Path, nargs="+", help="only print the paired table of these runs' files "
+                        "(of the variants --variant names, the first as the baseline, when given)")
     args = parser.parse_args()
     if args.summarize:
-        print(paired_table([r for f in args.summarize for r in json.loads(f.read_text())["runs"]]))
+        rows = [r for f in args.summarize for r in json.loads(f.read_text())["runs"]]
+        if args.variant:  # names only: these variants, the first as the baseline
+            names = [v.split(":")[0] for v in args.variant]
+            rows = sorted((r for r in rows if r["variant"] in names), key=lambda r: names.index(r["variant"]))
+        print(paired_table(rows))
         return
     if not args.variant:
         parser.error("--variant is required (or --summarize)")

@@ -70,6 +70,15 @@ def test_holdout_summary_pairs_each_variant_with_the_baseline_by_seed(tmp_path: 
     # Paired differences +0.04 and -0.08 points: mean -0.02, SE 0.06; epochs 25 against 34.
     assert rows[2] == "| default | 1 2 | 99.460, 99.40 | +0.000 ± 0.000 | 17.0 (16-18), 1.00x |"
     assert rows[3] == "| e13 | 1 2 | 99.440, 99.44 | -0.020 ± 0.060 | 12.5 (12-13), 0.74x |"
+    # --variant names pick variants from files that hold others too, the first named as the baseline.
+    (tmp_path / "c.json").write_text(json.dumps({"runs": [run("e25", 2, 0.9960, 15), run("e25", 1, 0.9940, 17)]}))
+    monkeypatch.setattr(sys, "argv", ["bench.holdout", "--summarize", *files, str(tmp_path / "c.json"),
+                                      "--variant", "default", "--variant", "e25"])
+    holdout.main()
+    rows = capsys.readouterr().out.splitlines()
+    assert [r.split(" | ")[0] for r in rows[2:]] == ["| default", "| e25"]
+    assert rows[3] == "| e25 | 1 2 | 99.500, 99.40 | +0.040 ± 0.040 | 16.0 (15-17), 0.94x |"
+    monkeypatch.setattr(sys, "argv", ["bench.holdout", "--summarize", *files])
     (tmp_path / "b.json").write_text(json.dumps({"runs": [run("e13", 1, 0.9944, 13)]}))  # the same run again
     with pytest.raises(SystemExit, match="ran seed 1 twice"):
         holdout.main()
