@@ -143,7 +143,7 @@ def main() -> None:
     if args.summarize:
         rows = [r for f in args.summarize for r in json.loads(f.read_text())["runs"]]
         if args.variant:  # names only: these variants, the first as the baseline
-            names = [v.split(":")[0] for v in args.variant]
+            names = [parse_variant(v)[0] for v in args.variant]
             rows = sorted((r for r in rows if r["variant"] in names), key=lambda r: names.index(r["variant"]))
         print(paired_table(rows))
         return
