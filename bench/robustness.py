@@ -1,6 +1,7 @@
 """The robustness suite on the hold-out, for choosing; the test set is never read.
 
     python -m bench.robustness MODEL [MODEL ...] [--prepare none predict] [--size N] [--json FILE]
+    python -m bench.robustness --summarize FILE [FILE ...] [--variant NAME ...]
 
 The hold-out is params.yaml's (data.holdout_size, data.split_seed): training images that the pipeline's
 models never trained on. The first --size of them (by a seeded draw; all by default) are corrupted by each
@@ -9,6 +10,10 @@ alone, as `evaluate` scores the test suite. With `--prepare predict`, every imag
 `predict`'s preparation (stages.predict.to_mnist: polarity, crop to the ink, 20 px, centre of mass), as a
 user's picture would: the model then answers what `predict` would. An image the preparation refuses (no
 ink found) counts as wrong.
+
+With --summarize, only the table of saved scores (--json files) of models that `bench.holdout --save` named
+`<variant>-<seed>.pt`: each variant against the first (the baseline), paired by seed on the seeds where every
+variant was scored; --variant names keep those variants, the first named as the baseline.
 """
 
 from __future__ import annotations
@@ -16,11 +21,13 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from bench.holdout import mean_se
 from stages import config, corruptions, data, idx, paths
 from stages.errors import StageError
 from stages.infer import load_checkpoint, logits
@@ -91,14 +98,61 @@ def table(runs: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def paired_table(runs: list[dict[str, Any]], variants: list[str] | None = None) -> str:
+    """Markdown, per preparation: the baseline's mean over seeds, then each variant's mean with its paired
+    difference (points, mean ± SE) and on how many seeds it is higher, for the summary and every corruption;
+    and which corruption is each run's worst. Models are named `<variant>-<seed>.pt`; the first variant
+    (of `variants` when given, else of the runs) is the baseline."""
+    by_run: dict[tuple[str, str, int], dict[str, float]] = {}
+    for r in runs:
+        variant, _, seed = Path(r["model"]).stem.rpartition("-")
+        if not (variant and seed.isdigit()):
+            raise SystemExit(f"bench.robustness: {r['model']}: not named <variant>-<seed>.pt")
+        if (r["prepare"], variant, int(seed)) in by_run:
+            raise SystemExit(f"bench.robustness: {variant}-{seed} scored twice (prepare: {r['prepare']})")
+        by_run[r["prepare"], variant, int(seed)] = r["accuracy"] | summary(r["accuracy"])
+    variants = variants or list(dict.fromkeys(v for _, v, _ in by_run))
+    base, lines = variants[0], []
+    for how in dict.fromkeys(h for h, _, _ in by_run):
+        seeds = sorted({s for h, _, s in by_run if h == how and all((how, v, s) in by_run for v in variants)})
+        if not seeds:
+            raise SystemExit(f"bench.robustness: no seed has every variant of {variants} (prepare: {how})")
+        scores = {v: [by_run[how, v, s] for s in seeds] for v in variants}
+        lines += [f"prepare: {how}, seeds {' '.join(map(str, seeds))}; % (paired vs {base}: points, "
+                  f"mean ± SE, seeds higher)", "",
+                  "| | " + " | ".join(variants) + " |", "|---|" + "---|" * len(variants)]
+        for view in ["clean", "mean", "held_out", "worst", *corruptions.CORRUPTIONS]:
+            cells = [f"{100 * statistics.fmean(r[view] for r in scores[base]):.2f}"]
+            for v in variants[1:]:
+                diffs = [100 * (r[view] - b[view]) for r, b in zip(scores[v], scores[base], strict=True)]
+                diff, se = mean_se(diffs)
+                cells.append(f"{100 * statistics.fmean(r[view] for r in scores[v]):.2f} ({diff:+.2f} ± {se:.2f}, "
+                             f"{sum(d > 0 for d in diffs)} of {len(diffs)})")
+            lines.append(f"| {view} | " + " | ".join(cells) + " |")
+        worst = [Counter(min(corruptions.CORRUPTIONS, key=r.__getitem__) for r in scores[v]) for v in variants]
+        lines += ["| each run's worst | " + " | ".join(", ".join(f"{name} {count}" for name, count in w.most_common())
+                                                      for w in worst) + " |", ""]
+    return "\n".join(lines).rstrip()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("models", type=Path, nargs="+", help="checkpoints written by the train stage")
+    parser.add_argument("models", type=Path, nargs="*", help="checkpoints written by the train stage")
     parser.add_argument("--data", type=Path, default=paths.RAW_DIR, help="directory with the four IDX files")
     parser.add_argument("--prepare", nargs="+", choices=("none", "predict"), default=["none", "predict"])
     parser.add_argument("--size", type=int, help="hold-out images to corrupt (default: all of them)")
     parser.add_argument("--json", type=Path, help="write every score here")
+    parser.add_argument("--summarize", type=Path, nargs="+", help="only print the paired table of these --json "
+                        "files (models named <variant>-<seed>.pt)")
+    parser.add_argument("--variant", action="append", help="with --summarize: keep this variant (the first named: "
+                        "the baseline)")
     args = parser.parse_args()
+    if args.summarize:
+        runs = [r for f in args.summarize for r in json.loads(f.read_text())["runs"]]
+        print(paired_table(runs, args.variant))
+        return
+    if not args.models:
+        parser.error("give the models to score, or --summarize")
     p = config.load()
     pixels, labels = holdout_pixels(args.data, p.data.holdout_size, p.data.split_seed,
                                     args.size or p.data.holdout_size)

@@ -242,3 +242,32 @@ def test_paired_refuses_a_bad_selector_an_empty_recipe_and_a_seed_twice() -> Non
         paired.pick(rows, "train.augment.appearance=0.3")
     with pytest.raises(StageError, match="seed 1 twice"):
         paired.pick(rows, "train.augment.appearance=0")
+
+
+def test_robustness_summary_pairs_each_variant_with_the_baseline_by_seed(tmp_path: Path, monkeypatch,
+                                                                          capsys) -> None:
+    from bench import robustness
+    from stages.corruptions import CORRUPTIONS
+
+    def run(model: str, stripe: float, clean: float = 0.99) -> dict:
+        return {"model": f"/tmp/m/{model}.pt", "prepare": "none",
+                "accuracy": {"clean": clean} | {name: 0.9 for name in CORRUPTIONS} | {"stripe": stripe}}
+
+    # seed 3 has no e10 run: a seed some variant lacks is left out of every pair
+    runs = [run("default-1", 0.30), run("default-2", 0.40), run("default-3", 0.1),
+            run("e10-1", 0.50, clean=0.98), run("e10-2", 0.35)]
+    (tmp_path / "suite.json").write_text(json.dumps({"holdout_images": 20, "runs": runs}))
+    monkeypatch.setattr(sys, "argv", ["bench.robustness", "--summarize", str(tmp_path / "suite.json"),
+                                      "--variant", "default", "--variant", "e10"])
+    robustness.main()
+    out = capsys.readouterr().out
+    assert "seeds 1 2;" in out
+    assert "| stripe | 35.00 | 42.50 (+7.50 ± 12.50, 1 of 2) |" in out
+    assert "| worst | 35.00 | 42.50 (+7.50 ± 12.50, 1 of 2) |" in out
+    assert "| clean | 99.00 | 98.50 (-0.50 ± 0.50, 0 of 2) |" in out
+    assert "| each run's worst | stripe 2 | stripe 2 |" in out
+    # A model not named <variant>-<seed>.pt cannot be paired: said, not guessed.
+    (tmp_path / "bad.json").write_text(json.dumps({"runs": [run("model", 0.3)]}))
+    monkeypatch.setattr(sys, "argv", ["bench.robustness", "--summarize", str(tmp_path / "bad.json")])
+    with pytest.raises(SystemExit, match="not named <variant>-<seed>.pt"):
+        robustness.main()
