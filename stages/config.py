@@ -65,10 +65,7 @@ class Model(_Section):
 
 
 class Augment(_Section):
-    """Random affine transform of each training image, then a change of look and a rectangle of noise in some.
-
-    All drawn anew every epoch.
-    """
+    """Random affine transform of each training image, and a change of look of some, drawn anew every epoch."""
 
     rotate: float = Field(5.0, ge=0.0, le=180.0, description="Random rotation per image and epoch, uniform in "
                           "[-rotate, rotate] degrees; " + OFF + ".")
@@ -79,9 +76,6 @@ class Augment(_Section):
     appearance: Fraction = Field(0.6, description="Share of the training images given, per epoch, one random "
                                  "change of look after the affine transform: a wider or narrower pen, blur, low "
                                  "resolution, sensor noise, or grey paper and faded ink; " + OFF + ".")
-    erase: Fraction = Field(0.0, description="Share of the training images given, per epoch, one rectangle of "
-                            "noise (random erasing, as torchvision's RandomErasing: 2-33 % of the image) after "
-                            "the change of look; " + OFF + ".")
 
 
 class Train(_Section):

@@ -2,8 +2,7 @@
 
 The IDX files are parsed once into uint8 tensors and normalized once; batches
 are slices of a `randperm`, augmented as a whole with one affine grid per
-image, then (train.augment.appearance) a share of them changed in look and
-(train.augment.erase) a share given a rectangle of noise. No
+image, then (train.augment.appearance) a share of them changed in look. No
 Dataset, DataLoader or per-sample PIL work anywhere.
 """
 
@@ -142,34 +141,3 @@ def appearance(x: torch.Tensor, *, share: float, generator: torch.Generator) -> 
         if len(rows):
             out[rows] = change(pixels[rows], generator)
     return (out - MEAN) / STD
-
-
-def erase(x: torch.Tensor, *, share: float, generator: torch.Generator) -> torch.Tensor:
-    """A normalized batch (N, 1, H, W) with each image, at probability `share`, given one rectangle of noise.
-
-    Random erasing (Zhong et al. 2017) as torchvision's RandomErasing(scale=(0.02, 0.33), ratio=(0.3, 3.3),
-    value="random") draws it after Normalize: a rectangle of 2-33 % of the image, its height/width ratio
-    log-uniform in [0.3, 3.3], anywhere it fits, filled with standard normal noise in the normalized space.
-    Written here because RandomErasing draws one rectangle per call, so a batch would share it, and
-    per-image calls are per-sample work. Where RandomErasing redraws a rectangle that does not fit (up to
-    10 times), a side is clipped to the image's.
-    """
-    n, _, height, width = x.shape
-    dev = x.device
-
-    def uniform(low: float, high: float) -> torch.Tensor:
-        return low + (high - low) * torch.rand(n, generator=generator, device=dev)
-
-    erased = torch.rand(n, generator=generator, device=dev) < share
-    area = height * width * uniform(0.02, 0.33)
-    ratio = torch.exp(uniform(math.log(0.3), math.log(3.3)))
-    h = torch.sqrt(area * ratio).round().clamp(1, height)
-    w = torch.sqrt(area / ratio).round().clamp(1, width)
-    top = (uniform(0, 1) * (height - h + 1)).floor()
-    left = (uniform(0, 1) * (width - w + 1)).floor()
-    rows = torch.arange(height, device=dev).view(1, height, 1)
-    cols = torch.arange(width, device=dev).view(1, 1, width)
-    inside = ((rows >= top.view(n, 1, 1)) & (rows < (top + h).view(n, 1, 1))
-              & (cols >= left.view(n, 1, 1)) & (cols < (left + w).view(n, 1, 1)))
-    noise = torch.randn(x.shape, generator=generator, device=dev, dtype=x.dtype)
-    return torch.where((inside & erased.view(n, 1, 1)).unsqueeze(1), noise, x)

@@ -182,8 +182,6 @@ def train(*, train_x: torch.Tensor, train_y: torch.Tensor, val_x: torch.Tensor, 
                                   generator=generator)
             if aug.appearance > 0:
                 xs = data.appearance(xs, share=aug.appearance, generator=generator)
-            if aug.erase > 0:
-                xs = data.erase(xs, share=aug.erase, generator=generator)
             for i in range(0, len(batches), cfg.batch_size):
                 step(xs[i:i + cfg.batch_size], ys[i:i + cfg.batch_size])
                 scheduler.step()
