@@ -65,10 +65,7 @@ class Model(_Section):
 
 
 class Augment(_Section):
-    """Random affine transform of each training image, then neighbours' edges and a change of look in some.
-
-    All drawn anew every epoch.
-    """
+    """Random affine transform of each training image, and a change of look of some, drawn anew every epoch."""
 
     rotate: float = Field(5.0, ge=0.0, le=180.0, description="Random rotation per image and epoch, uniform in "
                           "[-rotate, rotate] degrees; " + OFF + ".")
@@ -76,9 +73,6 @@ class Augment(_Section):
                                 "of the image side; " + OFF + ".")
     scale: Fraction = Field(0.03, description="Random scaling per image and epoch, uniform in "
                             "[1 - scale, 1 + scale]; " + OFF + ".")
-    neighbours: Fraction = Field(0.0, description="Share of the training images given, per epoch, the edges of "
-                                 "two other digits drawn beside them, 17-23 px to the left and right, as a digit cut "
-                                 "from a line of handwriting; " + OFF + ".")
     appearance: Fraction = Field(0.6, description="Share of the training images given, per epoch, one random "
                                  "change of look after the affine transform: a wider or narrower pen, blur, low "
                                  "resolution, sensor noise, or grey paper and faded ink; " + OFF + ".")

@@ -2,8 +2,7 @@
 
 The IDX files are parsed once into uint8 tensors and normalized once; batches
 are slices of a `randperm`, augmented as a whole with one affine grid per
-image, then (train.augment.neighbours) a share given their neighbours' edges
-and (train.augment.appearance) a share changed in look. No
+image, then (train.augment.appearance) a share of them changed in look. No
 Dataset, DataLoader or per-sample PIL work anywhere.
 """
 
@@ -69,38 +68,6 @@ def augment(x: torch.Tensor, *, rotate: float, translate: float, scale: float,
     theta = torch.stack([torch.stack([cos, -sin, tx], 1), torch.stack([sin, cos, ty], 1)], 1)
     grid = F.affine_grid(theta, list(x.shape), align_corners=False)
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
-
-
-def neighbours(x: torch.Tensor, *, share: float, generator: torch.Generator) -> torch.Tensor:
-    """A normalized batch (N, 1, H, W) with each image, at probability `share`, given its neighbours' edges.
-
-    A digit cut from a line of handwriting carries the edges of the digits written beside it. Each chosen image
-    gets two other images of the batch, one moved left and one right by 17-23 px (uniform, per neighbour) and
-    up or down by up to 2 px, drawn over it (the brighter pixel wins, ink being bright). MNIST's ink lies in
-    the central 20 x 20 box, so a neighbour's ink lands in the 7 columns at each side and never on the digit.
-    """
-    n, dev = x.shape[0], x.device
-    chosen = (torch.rand(n, generator=generator, device=dev) < share).nonzero().squeeze(1)
-    if not len(chosen):
-        return x
-    k = len(chosen)
-    out = x.clone()
-    composite = x[chosen]
-    for side in (-1.0, 1.0):
-        others = x[torch.randint(n, (k,), generator=generator, device=dev)]
-        shift = side * (17 + 6 * torch.rand(k, generator=generator, device=dev))
-        lift = 4 * torch.rand(k, generator=generator, device=dev) - 2
-        one = torch.ones(k, device=dev)
-        zero = torch.zeros(k, device=dev)
-        # affine_grid samples the source at p - shift; one pixel is 2 / side of its [-1, 1] coordinates.
-        theta = torch.stack([torch.stack([one, zero, -shift * 2 / x.shape[-1]], 1),
-                             torch.stack([zero, one, -lift * 2 / x.shape[-2]], 1)], 1)
-        grid = F.affine_grid(theta, list(others.shape), align_corners=False)
-        # Outside the image is background: padding repeats the border, which in MNIST is background.
-        moved = F.grid_sample(others, grid, mode="bilinear", padding_mode="border", align_corners=False)
-        composite = torch.maximum(composite, moved)
-    out[chosen] = composite
-    return out
 
 
 # The changes of look that data.appearance draws from, each on pixels in [0, 1] (N, 1, 28, 28). Each is a

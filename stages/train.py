@@ -180,8 +180,6 @@ def train(*, train_x: torch.Tensor, train_y: torch.Tensor, val_x: torch.Tensor, 
             if augmenting:
                 xs = data.augment(xs, rotate=aug.rotate, translate=aug.translate, scale=aug.scale,
                                   generator=generator)
-            if aug.neighbours > 0:
-                xs = data.neighbours(xs, share=aug.neighbours, generator=generator)
             if aug.appearance > 0:
                 xs = data.appearance(xs, share=aug.appearance, generator=generator)
             for i in range(0, len(batches), cfg.batch_size):

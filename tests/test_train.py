@@ -6,7 +6,7 @@ from stages import config, data
 from stages.device import resolve_device
 from stages.errors import StageError
 from stages.infer import score, score_weights
-from stages.model import MEAN, STD, Net
+from stages.model import Net
 from stages.train import Result, make_scheduler, patience_from, peak_epoch, select_epoch, stop_reason, train
 from tests.helpers import default_train, fit
 
@@ -182,22 +182,6 @@ def test_appearance_changes_the_given_share_of_images_and_leaves_the_rest() -> N
     # Every change stays a picture MNIST's normalization can express: pixels in [0, 1].
     pixels = data.appearance(x, share=1.0, generator=g) * data.STD + data.MEAN
     assert pixels.min() >= -1e-5 and pixels.max() <= 1 + 1e-5
-
-
-def test_neighbours_draw_two_digits_edges_at_the_sides_of_the_given_share_and_never_on_the_digit() -> None:
-    # Digits filling MNIST's central 20 x 20 box (columns 4-23): a neighbour 17-23 px away shows only its edge.
-    images = torch.zeros(2000, 28, 28, dtype=torch.uint8)
-    images[:, 4:24, 4:24] = 255
-    x = data.normalize(images)
-    out = data.neighbours(x, share=0.5, generator=torch.Generator().manual_seed(0))
-    changed = ((out - x).abs() > 1e-4).flatten(1).any(1)  # beyond the float rounding of resampled background
-    assert out.shape == x.shape and 0.45 < changed.float().mean() < 0.55
-    pixels = out * STD + MEAN
-    assert torch.allclose(out[:, :, :, 7:21], x[:, :, :, 7:21], atol=1e-5)  # the digit's own columns: untouched
-    left, right = pixels[changed, 0, 8:20, :4], pixels[changed, 0, 8:20, 24:]
-    assert (left.amax((1, 2)) > 0.9).all() and (right.amax((1, 2)) > 0.9).all()  # ink on both sides
-    assert pixels.min() > -1e-5 and pixels.max() < 1 + 1e-5  # still pixels: the brighter of two, no sum
-    assert torch.equal(data.neighbours(x, share=0.0, generator=torch.Generator()), x)
 
 
 @pytest.mark.parametrize("change, check", [
