@@ -98,6 +98,14 @@ def table(runs: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def variant_seed(model: str) -> tuple[str, int]:
+    """The variant and seed of a checkpoint that `bench.holdout --save` named `<variant>-<seed>.pt`."""
+    variant, _, seed = Path(model).stem.rpartition("-")
+    if not (variant and seed.isdigit()):
+        raise SystemExit(f"bench.robustness: {model}: not named <variant>-<seed>.pt")
+    return variant, int(seed)
+
+
 def paired_table(runs: list[dict[str, Any]], variants: list[str] | None = None) -> str:
     """Markdown, per preparation: the baseline's mean over seeds, then each variant's mean with its paired
     difference (points, mean ± SE) and on how many seeds it is higher, for the summary and every corruption;
@@ -105,12 +113,10 @@ def paired_table(runs: list[dict[str, Any]], variants: list[str] | None = None) 
     (of `variants` when given, else of the runs) is the baseline."""
     by_run: dict[tuple[str, str, int], dict[str, float]] = {}
     for r in runs:
-        variant, _, seed = Path(r["model"]).stem.rpartition("-")
-        if not (variant and seed.isdigit()):
-            raise SystemExit(f"bench.robustness: {r['model']}: not named <variant>-<seed>.pt")
-        if (r["prepare"], variant, int(seed)) in by_run:
+        variant, seed = variant_seed(r["model"])
+        if (r["prepare"], variant, seed) in by_run:
             raise SystemExit(f"bench.robustness: {variant}-{seed} scored twice (prepare: {r['prepare']})")
-        by_run[r["prepare"], variant, int(seed)] = r["accuracy"] | summary(r["accuracy"])
+        by_run[r["prepare"], variant, seed] = r["accuracy"] | summary(r["accuracy"])
     variants = variants or list(dict.fromkeys(v for _, v, _ in by_run))
     base, lines = variants[0], []
     for how in dict.fromkeys(h for h, _, _ in by_run):

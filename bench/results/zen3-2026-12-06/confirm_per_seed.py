@@ -11,6 +11,7 @@ import statistics as st
 from pathlib import Path
 
 from bench.holdout import mean_se
+from bench.robustness import summary, variant_seed
 from stages.corruptions import HELD_OUT
 
 here = Path(__file__).parent
@@ -32,14 +33,13 @@ print(f"train seconds summed: default {td:.0f}, n10 {tn:.0f}, ratio {tn / td:.3f
 
 suite = {}
 for r in json.loads((here / "confirm_suite.json").read_text())["runs"]:
-    variant, seed = Path(r["model"]).stem.rsplit("-", 1)
-    suite[variant, int(seed)] = r["accuracy"]
+    suite[variant_seed(r["model"])] = r["accuracy"]
 nine = [c for c in HELD_OUT if c != "stripe"]
 d_held, d_nine = [], []
 print("seed: held-out group %, default -> n10; the nine other than stripe, n10 minus default (points)")
 for s in seeds:
     a, b = suite["default", s], suite["n10", s]
-    held_a, held_b = (100 * st.fmean(x[c] for c in HELD_OUT) for x in (a, b))
+    held_a, held_b = (100 * summary(x)["held_out"] for x in (a, b))
     d_held.append(held_b - held_a)
     d_nine.append(100 * (st.fmean(b[c] for c in nine) - st.fmean(a[c] for c in nine)))
     print(f"{s}: {held_a:.2f} -> {held_b:.2f}; nine {d_nine[-1]:+.2f}")
