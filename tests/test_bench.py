@@ -271,3 +271,42 @@ def test_robustness_summary_pairs_each_variant_with_the_baseline_by_seed(tmp_pat
     monkeypatch.setattr(sys, "argv", ["bench.robustness", "--summarize", str(tmp_path / "bad.json")])
     with pytest.raises(SystemExit, match="not named <variant>-<seed>.pt"):
         robustness.main()
+
+
+def test_lockstep_compares_each_pairs_seconds_per_epoch_and_the_held_out_group(monkeypatch, capsys,
+                                                                               tmp_path: Path) -> None:
+    from bench import lockstep
+    from stages.corruptions import CORRUPTIONS
+
+    def run(variant: str, seed: int, train_s: float, epochs: int) -> dict:
+        return {"variant": variant, "seed": seed, "tta_accuracy": 0.995, "epochs_run": epochs, "train_s": train_s}
+
+    def scored(model: str, stripe: float, fog: float) -> dict:
+        return {"model": f"/tmp/m/{model}.pt", "prepare": "none",
+                "accuracy": {"clean": 0.99} | {name: 0.9 for name in CORRUPTIONS} | {"stripe": stripe, "fog": fog}}
+
+    # Seed 2's candidate never finished: it pairs with nothing and is left out.
+    runs = [run("default", 1, 200.0, 10), run("n05", 1, 198.0, 9), run("default", 2, 300.0, 10),
+            run("default", 3, 400.0, 16), run("n05", 3, 450.0, 18)]
+    suite = [scored("default-1", 0.3, 0.9), scored("n05-1", 0.5, 0.91), scored("default-2", 0.3, 0.9),
+             scored("default-3", 0.3, 0.9), scored("n05-3", 0.6, 0.88)]
+    (tmp_path / "runs.json").write_text(json.dumps({"runs": runs}))
+    (tmp_path / "suite.json").write_text(json.dumps({"runs": suite}))
+    monkeypatch.setattr(sys, "argv", ["bench.lockstep", str(tmp_path / "runs.json"), "--suite",
+                                      str(tmp_path / "suite.json"), "--variant", "default", "--variant", "n05"])
+    lockstep.main()
+    out = capsys.readouterr().out.splitlines()
+    # 20 -> 22 s per epoch on seed 1, 25 -> 25 on seed 3: medians 22.5 and 23.5.
+    assert out[1] == "1: 99.50, 10, 200 (20.0) | 99.50, 9, 198 (22.0) | 1.100"
+    assert out[2] == "3: 99.50, 16, 400 (25.0) | 99.50, 18, 450 (25.0) | 1.000"
+    assert out[3] == "seconds per epoch, median: default 22.50, n05 23.50, ratio 1.044"
+    assert out[4] == "train seconds summed: default 600, n05 648, ratio 1.080"
+    # Of the ten held-out corruptions only stripe and fog move; the nine other than stripe see fog alone.
+    assert out[6] == "1: 84.00 -> 86.10; 9 others +0.11"
+    assert out[7] == "3: 84.00 -> 86.80; 9 others -0.22"
+    assert out[8] == "held-out group: +2.45 ± 0.35 points, 2 of 2 seeds up"
+    assert out[9] == "9 other than stripe: -0.06 ± 0.17 points, 1 of 2 seeds up"
+    monkeypatch.setattr(sys, "argv", ["bench.lockstep", str(tmp_path / "runs.json"), "--suite",
+                                      str(tmp_path / "suite.json"), "--variant", "default", "--variant", "n10"])
+    with pytest.raises(SystemExit, match="no seed has runs and suite scores of both 'default' and 'n10'"):
+        lockstep.main()
