@@ -96,16 +96,22 @@ def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
-def paired_table(rows: list[dict[str, Any]]) -> str:
-    """Each variant against the first one's runs (the baseline) on the seeds where every variant ran, as Markdown:
-    the score (with test-time augmentation where every run has it), its worst run, the paired difference
-    in points, and the epochs run, as the time a recipe costs."""
-    key = "tta_accuracy" if all("tta_accuracy" in r for r in rows) else "val_accuracy"
+def runs_by_variant_seed(rows: list[dict[str, Any]]) -> dict[tuple[str, int], dict[str, Any]]:
+    """{(variant, seed): run} of `--json` files' runs; a run twice (a file given twice) is an error, not a pair."""
     by_run: dict[tuple[str, int], dict[str, Any]] = {}
     for r in rows:
         if (r["variant"], r["seed"]) in by_run:
             raise SystemExit(f"bench.holdout: variant {r['variant']!r} ran seed {r['seed']} twice")
         by_run[r["variant"], r["seed"]] = r
+    return by_run
+
+
+def paired_table(rows: list[dict[str, Any]]) -> str:
+    """Each variant against the first one's runs (the baseline) on the seeds where every variant ran, as Markdown:
+    the score (with test-time augmentation where every run has it), its worst run, the paired difference
+    in points, and the epochs run, as the time a recipe costs."""
+    key = "tta_accuracy" if all("tta_accuracy" in r for r in rows) else "val_accuracy"
+    by_run = runs_by_variant_seed(rows)
     variants = list(dict.fromkeys(r["variant"] for r in rows))
     base = variants[0]
     lines = [f"| variant | seeds | {key} (%): mean, worst | paired vs {base} (points, mean ± SE) | "

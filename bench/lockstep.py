@@ -21,16 +21,16 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-from bench.holdout import mean_se
-from bench.robustness import summary, variant_seed
+from bench.holdout import mean_se, runs_by_variant_seed
+from bench.robustness import scores_by_run
 from stages.corruptions import HELD_OUT
 
 
 def lockstep_report(*, runs: list[dict[str, Any]], suite: list[dict[str, Any]], base: str, candidate: str,
                     excluded: str) -> str:
     """The per-seed lines described in the module's docstring."""
-    by_run = {(r["variant"], r["seed"]): r for r in runs}
-    scores = {variant_seed(r["model"]): r["accuracy"] for r in suite if r.get("prepare", "none") == "none"}
+    by_run = runs_by_variant_seed(runs)
+    scores = {(v, s): accuracy for (how, v, s), accuracy in scores_by_run(suite).items() if how == "none"}
     seeds = sorted(s for v, s in by_run if v == base and (candidate, s) in by_run
                    and (base, s) in scores and (candidate, s) in scores)
     if not seeds:
@@ -53,7 +53,7 @@ def lockstep_report(*, runs: list[dict[str, Any]], suite: list[dict[str, Any]], 
                  f"{candidate} minus {base} (points)")
     for s in seeds:
         a, b = scores[base, s], scores[candidate, s]
-        held_a, held_b = (100 * summary(x)["held_out"] for x in (a, b))
+        held_a, held_b = 100 * a["held_out"], 100 * b["held_out"]
         held.append(held_b - held_a)
         other.append(100 * (statistics.fmean(b[c] for c in others) - statistics.fmean(a[c] for c in others)))
         lines.append(f"{s}: {held_a:.2f} -> {held_b:.2f}; {len(others)} others {other[-1]:+.2f}")

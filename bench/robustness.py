@@ -106,17 +106,24 @@ def variant_seed(model: str) -> tuple[str, int]:
     return variant, int(seed)
 
 
-def paired_table(runs: list[dict[str, Any]], variants: list[str] | None = None) -> str:
-    """Markdown, per preparation: the baseline's mean over seeds, then each variant's mean with its paired
-    difference (points, mean ± SE) and on how many seeds it is higher, for the summary and every corruption;
-    and which corruption is each run's worst. Models are named `<variant>-<seed>.pt`; the first variant
-    (of `variants` when given, else of the runs) is the baseline."""
+def scores_by_run(runs: list[dict[str, Any]]) -> dict[tuple[str, str, int], dict[str, float]]:
+    """{(prepare, variant, seed): each corruption's accuracy and the summary} of a `--json` file's runs, whose
+    models are named `<variant>-<seed>.pt`; a model scored twice the same way is an error, not a pair."""
     by_run: dict[tuple[str, str, int], dict[str, float]] = {}
     for r in runs:
         variant, seed = variant_seed(r["model"])
         if (r["prepare"], variant, seed) in by_run:
             raise SystemExit(f"bench.robustness: {variant}-{seed} scored twice (prepare: {r['prepare']})")
         by_run[r["prepare"], variant, seed] = r["accuracy"] | summary(r["accuracy"])
+    return by_run
+
+
+def paired_table(runs: list[dict[str, Any]], variants: list[str] | None = None) -> str:
+    """Markdown, per preparation: the baseline's mean over seeds, then each variant's mean with its paired
+    difference (points, mean ± SE) and on how many seeds it is higher, for the summary and every corruption;
+    and which corruption is each run's worst. Models are named `<variant>-<seed>.pt`; the first variant
+    (of `variants` when given, else of the runs) is the baseline."""
+    by_run = scores_by_run(runs)
     variants = variants or list(dict.fromkeys(v for _, v, _ in by_run))
     base, lines = variants[0], []
     for how in dict.fromkeys(h for h, _, _ in by_run):
