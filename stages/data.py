@@ -54,6 +54,12 @@ def augment(x: torch.Tensor, *, rotate: float, translate: float, scale: float,
     rotate in degrees, translate as a fraction of the side, scale relative.
     Pixels pulled in from outside repeat the border, which in MNIST is
     background, so the normalized background value stays right.
+
+    The repetition is made by clamping each sampling point to the centres of
+    the edge pixels and sampling with zero padding, which computes what
+    padding_mode="border" computes (the clamped point reads only edge pixels,
+    with border's weights); MPS runs zero padding, and some PyTorch releases
+    refused border there ("MPS: Unsupported Border padding mode").
     """
     n = x.shape[0]
 
@@ -67,7 +73,10 @@ def augment(x: torch.Tensor, *, rotate: float, translate: float, scale: float,
     tx, ty = uniform(2 * translate), uniform(2 * translate)
     theta = torch.stack([torch.stack([cos, -sin, tx], 1), torch.stack([sin, cos, ty], 1)], 1)
     grid = F.affine_grid(theta, list(x.shape), align_corners=False)
-    return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    # With align_corners=False the first and last pixel centres of a side of h are at -1 + 1/h and 1 - 1/h.
+    edge = torch.tensor([1 - 1 / x.shape[3], 1 - 1 / x.shape[2]], device=x.device, dtype=grid.dtype)
+    grid = torch.maximum(torch.minimum(grid, edge), -edge)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
 
 
 # The changes of look that data.appearance draws from, each on pixels in [0, 1] (N, 1, 28, 28). Each is a
@@ -96,13 +105,30 @@ def _blur(p: torch.Tensor, g: torch.Generator) -> torch.Tensor:
     return q.reshape(p.shape)
 
 
+def pooling_matrix(size: int, out: int, device: torch.device) -> torch.Tensor:
+    """(out, size): row i averages the input pixels that adaptive average pooling gives output pixel i.
+
+    PyTorch's adaptive pooling windows: floor(i * size / out) up to ceil((i + 1) * size / out), exclusive.
+    """
+    i = torch.arange(out, device=device)
+    start, end = (i * size) // out, ((i + 1) * size + out - 1) // out
+    j = torch.arange(size, device=device)
+    inside = (j >= start[:, None]) & (j < end[:, None])
+    return inside.float() / (end - start)[:, None].float()
+
+
 def _low_resolution(p: torch.Tensor, g: torch.Generator) -> torch.Tensor:
-    """Averaged down to a side of 7 to 14 px, uniform per image, and bilinear back up (a digit photographed small)."""
+    """Averaged down to a side of 7 to 14 px, uniform per image, and bilinear back up (a digit photographed small).
+
+    The averaging is F.adaptive_avg_pool2d's, as two products with pooling_matrix: MPS refuses adaptive
+    pooling from 28 px to a side that does not divide it ("input sizes must be divisible by output sizes").
+    """
     side = torch.randint(7, 15, (len(p),), generator=g, device=p.device)
     out = p.clone()
     for s in side.unique().tolist():
         rows = side == s
-        small = F.adaptive_avg_pool2d(p[rows], s)
+        rows_pool, cols_pool = (pooling_matrix(n, s, p.device) for n in p.shape[2:])
+        small = rows_pool @ p[rows] @ cols_pool.T  # (n, 1, s, s)
         out[rows] = F.interpolate(small, size=p.shape[2:], mode="bilinear", align_corners=False)
     return out
 

@@ -13,18 +13,77 @@ import torch
 from stages.errors import StageError
 
 
+def cuda_arch_supported(capability: tuple[int, int], arch_list: list[str]) -> bool:
+    """Whether a PyTorch build compiled for `arch_list` (torch.cuda.get_arch_list()) has kernels for a GPU of
+    compute `capability`.
+
+    A cubin (sm_XY) runs on GPUs of the same major version and a minor at least Y (sm_80 runs on an sm_86);
+    an arch-specific one (sm_90a) only on its own GPU; PTX (compute_XY) is compiled by the driver for any
+    GPU from XY up.
+    """
+    for arch in arch_list:
+        match = re.fullmatch(r"(sm|compute)_(\d+)(\d)([af]?)", arch)
+        if not match:
+            continue
+        kind, major, minor, suffix = match[1], int(match[2]), int(match[3]), match[4]
+        if suffix:
+            if (major, minor) == capability:
+                return True
+        elif kind == "sm" and major == capability[0] and minor <= capability[1]:
+            return True
+        elif kind == "compute" and (major, minor) <= capability:
+            return True
+    return False
+
+
+def _cuda_problem() -> str | None:
+    """Why this machine's CUDA GPU cannot train with this PyTorch build; None when it can."""
+    capability = torch.cuda.get_device_capability()
+    arch_list = torch.cuda.get_arch_list()
+    if not arch_list or cuda_arch_supported(capability, arch_list):
+        return None
+    built = sorted({a.split("_")[1].rstrip("af") for a in arch_list if a.startswith(("sm_", "compute_"))}, key=int)
+    return (f"{torch.cuda.get_device_name()} (compute capability {capability[0]}.{capability[1]}) has no kernels "
+            f"in this PyTorch build (built for sm_{built[0]} and up): it would fail with "
+            f"\"no kernel image is available\"")
+
+
 def resolve_device(name: str) -> torch.device:
-    """`auto` picks CUDA, then MPS, then CPU; an explicit accelerator must exist."""
+    """`auto` picks CUDA, then MPS, then CPU; an explicit accelerator must exist.
+
+    A CUDA GPU that this PyTorch build has no kernels for (older than its architectures) counts as absent:
+    `auto` says so in one line on stderr and goes on to MPS or the CPU; an explicit `cuda` is an error.
+    """
     has = {"cuda": torch.cuda.is_available(),
            "mps": getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available(),
            "cpu": True}
+    unusable = _cuda_problem() if has["cuda"] else None
+    if unusable:
+        has["cuda"] = False
     if name == "auto":
-        return torch.device(next(d for d in ("cuda", "mps", "cpu") if has[d]))
+        chosen = next(d for d in ("cuda", "mps", "cpu") if has[d])
+        if unusable:
+            print(f"train.device auto: not CUDA: {unusable}; training on {chosen}", file=sys.stderr)
+        return torch.device(chosen)
+    if unusable and name == "cuda":
+        raise StageError(f"params.yaml: train.device: 'cuda': {unusable}; use 'auto' or 'cpu', or a PyTorch "
+                         f"build for this GPU")
     if not has[name]:
         available = ", ".join(d for d in ("cuda", "mps", "cpu") if has[d])
         raise StageError(f"params.yaml: train.device: {name!r} is not available on this machine "
                          f"(available: {available}; 'auto' picks the best)")
     return torch.device(name)
+
+
+def check_precision(precision: str, device: torch.device) -> None:
+    """StageError for an arithmetic that this device does not train in: bf16 on MPS.
+
+    PyTorch's MPS autocast takes bfloat16 only from macOS 14, and no run of this project has trained in it on an
+    Apple GPU, so it is refused rather than trained in float32 under a bf16 label.
+    """
+    if precision == "bf16" and device.type == "mps":
+        raise StageError("params.yaml: train.precision: 'bf16' is not trained on MPS (Apple GPUs); "
+                         "use 'fp32' or 'auto' (fp32 there)")
 
 
 def cpu_model() -> str:

@@ -32,10 +32,11 @@ def main(args: argparse.Namespace) -> None:
         return
     try:
         p = config.load()
-        if p.train.device in ("cuda", "mps"):  # torch takes seconds to import: only when an accelerator is asked for
-            from stages.device import resolve_device
+        # torch takes seconds to import: only when an accelerator is asked for, or bf16 that MPS refuses.
+        if p.train.device in ("cuda", "mps") or (p.train.device == "auto" and p.train.precision == "bf16"):
+            from stages.device import check_precision, resolve_device
 
-            resolve_device(p.train.device)
+            check_precision(p.train.precision, resolve_device(p.train.device))
     except (ParamsError, StageError) as exc:
         raise ParamsError(f"{exc}; no stage ran and no output changed "
                           f"(fix params.yaml, or undo the edit with `git checkout params.yaml`)") from None

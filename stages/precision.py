@@ -34,7 +34,7 @@ from pathlib import Path
 import torch
 
 from stages import atomic, cli, config, data, paths
-from stages.device import cpu_flags, cpu_kernels, cpu_model
+from stages.device import check_precision, cpu_flags, cpu_kernels, cpu_model, device_info, resolve_device
 from stages.model import Net
 from stages.step import make_optimizer, make_step, seed_everything
 
@@ -190,9 +190,11 @@ def autocast_dtype(precision: str, device: torch.device, cfg: config.Train | Non
     """bfloat16 for autocast when asked for, or under `auto` on a CPU where choose() measured it faster; else None.
 
     `auto` keeps fp32 on CUDA: this 10k-parameter net is bound by kernel latency there, not arithmetic, and
-    autocast's casts are extra kernels (an H100: 15 epochs in 8.7 s fp32, 11.8 s bf16). MPS: fp32.
+    autocast's casts are extra kernels (an H100: 15 epochs in 8.7 s fp32, 11.8 s bf16). MPS: fp32 (bf16 is
+    refused there: device.check_precision).
     `cfg` (default: the shipped train section) gives the probe its batch size and step.
     """
+    check_precision(precision, device)
     if precision == "fp32" or device.type == "mps":
         return None
     if precision == "bf16":
@@ -211,6 +213,15 @@ def parser() -> argparse.ArgumentParser:
 
 def main(args: argparse.Namespace) -> None:
     cfg = config.load().train if paths.PARAMS.exists() else config.Train()
+    device = resolve_device(cfg.device)
+    if device.type != "cpu":
+        where = device_info(device)
+        trains_in = "bf16" if autocast_dtype(cfg.precision, device, cfg) else "fp32"
+        print(f"train.device {cfg.device} trains on {where['device']} ({where['device_name']}): "
+              f"train.precision {cfg.precision} trains in {trains_in} there; the CPU probe below decides only "
+              f"where train.device resolves to the CPU")
+        if not args.measure:
+            return
     choice = choose(cfg, measure_again=args.measure)
     key = machine_key(cfg.batch_size)
     print(f"this machine: {key['cpu']}, {key['kernels']} kernels, {key['threads']} threads, torch {key['torch']}, "

@@ -102,6 +102,10 @@ def job_script(*, sweep: str, points: list[list[str]], commit: str, remote_url: 
     cases = "\n".join(f"  {i}) set -- {' '.join(f'-S {shlex.quote(o)}' for o in point)} ;;"
                       for i, point in enumerate(points))
     limit = f"%{max_running}" if max_running else ""
+    # sbatch refuses --gpus-per-task without a task count ("--gpus-per-task ... used without either --gpus or
+    # -n/--ntasks is not allowed"): each array element is one task, and says so when it asks for GPUs.
+    if any(o.startswith("--gpus-per-task") for o in options):
+        options = ["--ntasks=1", *options]
     data = (f"export MNIST_DIR={shlex.quote(mnist_dir)}  # on a shared file system" if mnist_dir else
             "dvc pull -q params download || { echo 'error: MNIST is not on the DVC remote (run `dvc repro download "
             "&& dvc push` once, or submit with --mnist-dir)'; exit 3; }\n"

@@ -61,6 +61,37 @@ def make_scheduler(optimizer: torch.optim.Optimizer, cfg: config.Train,
     return torch.optim.lr_scheduler.ConstantLR(optimizer, factor=1.0, total_iters=0)
 
 
+class HostSchedule:
+    """`make_scheduler`'s schedule computed on Python floats, copied into an optimizer whose lr is a tensor.
+
+    On CUDA the optimizer's learning rate is a device tensor (make_optimizer: a captured CUDA graph reads it);
+    a scheduler stepping it directly would hold float32 values (0.05 read back as 0.05000000074505806). So the
+    schedule runs on a parameterless twin with the same float lr, and each step fills the tensor from it.
+    """
+
+    def __init__(self, optimizer: torch.optim.Optimizer, cfg: config.Train, total_steps: int) -> None:
+        self.optimizer = optimizer
+        self.tensor_lr = isinstance(optimizer.param_groups[0]["lr"], torch.Tensor)
+        # SGD over one unused CPU tensor: the scheduler reads and writes only its param_groups' floats.
+        self.host = torch.optim.SGD([torch.zeros(1)], lr=cfg.lr) if self.tensor_lr else optimizer
+        self.scheduler = make_scheduler(self.host, cfg, total_steps)
+        self._copy()
+
+    @property
+    def lr(self) -> float:
+        """The learning rate the next step takes, as the schedule computed it."""
+        return float(self.host.param_groups[0]["lr"])
+
+    def step(self) -> None:
+        self.scheduler.step()
+        self._copy()
+
+    def _copy(self) -> None:
+        if self.tensor_lr:
+            for group in self.optimizer.param_groups:
+                group["lr"].fill_(self.lr)
+
+
 def peak_epoch(cfg: config.Train) -> int:
     """The epoch in which the learning rate peaks (onecycle warms up to it; the other schedules start there)."""
     return math.ceil(ONECYCLE_WARMUP * cfg.epochs) if cfg.schedule == "onecycle" else 0
@@ -150,7 +181,7 @@ def train(*, train_x: torch.Tensor, train_y: torch.Tensor, val_x: torch.Tensor, 
     optimizer = make_optimizer(model, cfg, device)
     # Whole batches only: a last batch of one image would break BatchNorm.
     steps_per_epoch = len(train_x) // cfg.batch_size
-    scheduler = make_scheduler(optimizer, cfg, cfg.epochs * steps_per_epoch)
+    schedule = HostSchedule(optimizer, cfg, cfg.epochs * steps_per_epoch)
     aug = cfg.augment
     augmenting = aug.rotate > 0 or aug.translate > 0 or aug.scale > 0
     # Sums stay on the device: one host sync per epoch, not per step.
@@ -169,7 +200,7 @@ def train(*, train_x: torch.Tensor, train_y: torch.Tensor, val_x: torch.Tensor, 
     for epoch in range(1, cfg.epochs + 1):
         start = time.perf_counter()
         model.train()
-        lr = float(optimizer.param_groups[0]["lr"])
+        lr = schedule.lr
         loss_sum.zero_()
         correct.zero_()
         on_progress(0, seen)
@@ -184,7 +215,7 @@ def train(*, train_x: torch.Tensor, train_y: torch.Tensor, val_x: torch.Tensor, 
                 xs = data.appearance(xs, share=aug.appearance, generator=generator)
             for i in range(0, len(batches), cfg.batch_size):
                 step(xs[i:i + cfg.batch_size], ys[i:i + cfg.batch_size])
-                scheduler.step()
+                schedule.step()
                 on_step(model)
             on_progress(first + len(batches), seen)
         val_accuracy, val_loss = score(model, val_x, val_y)

@@ -23,9 +23,11 @@ def sh(repo: Path, *args: str, env: dict[str, str]) -> str:
     return done.stdout + done.stderr
 
 
-def make_repo(root: Path, data: Path | None = None, repro: bool = True) -> tuple[Path, dict[str, str]]:
+def make_repo(root: Path, data: Path | None = None, repro: bool = True,
+              device: str = "cpu") -> tuple[Path, dict[str, str]]:
     """A fresh git+DVC copy of this project in root/repo, set up for tiny data (in `data`, by default
-    root/mnist), with `dvc repro` run once and its results committed unless `repro` is False."""
+    root/mnist) and train.device `device`, with `dvc repro` run once and its results committed unless `repro`
+    is False."""
     repo = root / "repo"
     repo.mkdir()
     data = data or root / "mnist"
@@ -35,7 +37,7 @@ def make_repo(root: Path, data: Path | None = None, repro: bool = True) -> tuple
     md5 = write_dataset(data, n_train=400, n_test=100, gz=True)
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     params["data"].update(md5=md5, sources=[str(root / "no-such-mirror")], holdout_size=100)
-    params["train"].update(epochs=2, batch_size=50, device="cpu")
+    params["train"].update(epochs=2, batch_size=50, device=device)
     params["plots"].update(dpi=40, misclassified=20)
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
 

@@ -80,7 +80,8 @@ def test_the_job_script_runs_each_point_in_its_own_clone_and_pushes_only_its_exp
                               mnist_dir=None, allow_web=False, logs=Path("/home/u/mnist/sweeps/s/logs"),
                               options=["--time=30:00", "--gpus-per-task=1"], max_running=4)
     for line in ("#SBATCH --job-name=mnist-sweep-s", "#SBATCH --array=0-1%4", "#SBATCH --time=30:00",
-                 "#SBATCH --gpus-per-task=1", "#SBATCH --output=/home/u/mnist/sweeps/s/logs/%A_%a.log",
+                 "#SBATCH --ntasks=1", "#SBATCH --gpus-per-task=1",
+                 "#SBATCH --output=/home/u/mnist/sweeps/s/logs/%A_%a.log",
                  "  0) set -- -S train.seed=1 -S train.lr=0.1 ;;", "  1) set -- -S train.seed=2 -S 'x=a b' ;;",
                  "source /shared/venv/bin/activate", "git checkout -q abc123", 'dvc exp run --name "$name" "$@"',
                  'dvc exp push origin "$name"', "dvc pull -q params download || {",

@@ -1,13 +1,25 @@
 
+import math
+
 import pytest
 import torch
+import torch.nn.functional as F
 
 from stages import config, data
 from stages.device import resolve_device
 from stages.errors import StageError
 from stages.infer import score, score_weights
 from stages.model import Net
-from stages.train import Result, make_scheduler, patience_from, peak_epoch, select_epoch, stop_reason, train
+from stages.train import (
+    HostSchedule,
+    Result,
+    make_scheduler,
+    patience_from,
+    peak_epoch,
+    select_epoch,
+    stop_reason,
+    train,
+)
 from tests.helpers import default_train, fit
 
 
@@ -162,6 +174,33 @@ def test_augmentation_moves_the_digit_and_fills_from_outside_with_background() -
     assert rows.flatten().unique().numel() == 16 and not torch.allclose(rows, torch.tensor(14.0))
 
 
+def test_augmentation_computes_what_border_padding_computes() -> None:
+    # MPS-safe form (clamped points, zero padding) against grid_sample's border padding, which it replaces:
+    # the same draws of the same generator, a shift far enough that a third of each frame comes from outside.
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(64, 1, 28, 28, generator=g)
+    out = data.augment(x, rotate=20, translate=0.3, scale=0.1, generator=torch.Generator().manual_seed(4))
+    g = torch.Generator().manual_seed(4)
+    n = len(x)
+    angle, scale = ((torch.rand(n, generator=g) * 2 - 1) * h for h in (math.radians(20), 0.1))
+    cos, sin = torch.cos(angle) / (1 + scale), torch.sin(angle) / (1 + scale)
+    tx, ty = ((torch.rand(n, generator=g) * 2 - 1) * 0.6 for _ in range(2))
+    theta = torch.stack([torch.stack([cos, -sin, tx], 1), torch.stack([sin, cos, ty], 1)], 1)
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    border = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    assert (grid.abs() > 1).any(), "the case must sample outside the frame"
+    # Float rounding of the clamped coordinates only (values of N(0, 1)); zero padding alone would differ by ~1.
+    assert torch.allclose(out, border, atol=1e-4, rtol=0)
+
+
+@pytest.mark.parametrize("side", range(7, 15))
+def test_low_resolution_averages_as_adaptive_pooling_does(side: int) -> None:
+    # The MPS-safe pooling (two matrix products) against F.adaptive_avg_pool2d, for every side training draws.
+    x = torch.rand(8, 1, 28, 28, generator=torch.Generator().manual_seed(side))
+    pool = data.pooling_matrix(28, side, x.device)
+    assert torch.allclose(pool @ x @ pool.T, F.adaptive_avg_pool2d(x, side), atol=1e-6, rtol=0)
+
+
 def _blob(n: int) -> torch.Tensor:
     """n normalized frames, each a 3 px wide bright bar (a stroke) on MNIST's black background."""
     images = torch.zeros(n, 28, 28, dtype=torch.uint8)
@@ -231,3 +270,19 @@ def test_train_stage_writes_contiguous_weights_that_score_like_the_trained_model
     p = config.load(project / "params.yaml").data
     _, _, val_x, val_y = data.load_holdout(project / "data" / "raw", p.holdout_size, p.split_seed, torch.device("cpu"))
     assert score_weights(checkpoint["state_dict"], val_x, val_y)[0] == pytest.approx(checkpoint["val_accuracy"])
+
+
+@pytest.mark.parametrize("schedule", ["onecycle", "cosine", "constant"])
+def test_a_tensor_learning_rate_follows_the_schedule_and_the_history_gets_its_floats(schedule: str) -> None:
+    # CUDA's optimizer holds lr as a tensor (make_optimizer); here a CPU tensor stands in for it.
+    cfg = default_train().model_copy(update={"schedule": schedule, "lr": 0.05})
+    floats = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=cfg.lr)
+    reference = make_scheduler(floats, cfg, total_steps=50)
+    tensor_lr = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=torch.tensor(cfg.lr))
+    followed = HostSchedule(tensor_lr, cfg, total_steps=50)
+    for _ in range(50):
+        expected = floats.param_groups[0]["lr"]
+        assert type(followed.lr) is float and followed.lr == expected  # 0.05, not 0.05000000074505806
+        assert tensor_lr.param_groups[0]["lr"].item() == pytest.approx(expected, rel=1e-6)
+        reference.step()
+        followed.step()
