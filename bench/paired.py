@@ -4,7 +4,7 @@
 
 Each argument picks the finished experiments whose param has that value (as `dvc exp show` lists them);
 the first is the old recipe, the second the new. They are paired by `train.seed`. Printed: per seed the
-test accuracy, the suite's mean, its held-out mean and its worst corruption, old -> new; then, over the
+test accuracy (with the shifts, and in one pass), the suite's mean and its worst corruption, old -> new; then, over the
 paired seeds, each recipe's figures and the new recipe's errors as a fraction of the old's (the suite's
 mean error, and the worst corruption's error). Seeds that only one recipe ran are named and left out of
 the pairs. Reads what `python -m stages.report` reads; writes nothing.
@@ -21,8 +21,6 @@ import yaml
 from stages import cli
 from stages.errors import StageError
 from stages.report import exp_show, is_finished, metric
-
-SUMMARY = ("mean", "held_out", "worst")  # robustness.* keys that are not a corruption
 
 
 def pick(rows: list[dict[str, Any]], selector: str) -> dict[int, dict[str, Any]]:
@@ -50,40 +48,31 @@ def pick(rows: list[dict[str, Any]], selector: str) -> dict[int, dict[str, Any]]
     return picked
 
 
-def worst(row: dict[str, Any]) -> tuple[float, str]:
-    """The suite's worst corruption of a run: (accuracy, name)."""
-    named = {k.rpartition("robustness.")[2]: v for k, v in row.items() if "robustness." in k}
-    scores = {k: float(v) for k, v in named.items() if isinstance(v, (int, float)) and k not in SUMMARY}
-    name = min(scores, key=scores.__getitem__)
-    return scores[name], name
-
-
 def compare(old: dict[int, dict[str, Any]], new: dict[int, dict[str, Any]]) -> str:
     """Markdown: per seed old -> new, then the paired summary."""
     seeds = sorted(old.keys() & new.keys())
     if not seeds:
         raise StageError(f"no seed in both recipes (old: {sorted(old)}, new: {sorted(new)})")
 
-    def figures(row: dict[str, Any]) -> dict[str, Any]:
-        accuracy, name = worst(row)
-        return {"test": 100 * metric(row, "test.accuracy"), "mean": 100 * metric(row, "robustness.mean"),
-                "held_out": 100 * metric(row, "robustness.held_out"), "worst": 100 * accuracy, "which": name}
+    def figures(row: dict[str, Any]) -> dict[str, float]:
+        return {"test": 100 * metric(row, "test.accuracy"), "one_pass": 100 * metric(row, "test.one_pass"),
+                "mean": 100 * metric(row, "robustness.mean"), "worst": 100 * metric(row, "robustness.worst")}
 
-    lines = ["| seed | test % | suite mean % | held-out mean % | worst corruption % |", "|---|---|---|---|---|"]
+    lines = ["| seed | test % | one pass % | suite mean % | worst corruption % |", "|---|---|---|---|---|"]
     for seed in seeds:
         a, b = figures(old[seed]), figures(new[seed])
-        lines.append(f"| {seed} | {a['test']:.2f} → {b['test']:.2f} | {a['mean']:.1f} → {b['mean']:.1f} "
-                     f"| {a['held_out']:.1f} → {b['held_out']:.1f} | {a['worst']:.1f} ({a['which']}) → "
-                     f"{b['worst']:.1f} ({b['which']}) |")
-    lines += ["", "| over the pairs | test min % | test mean % | suite mean % | held-out mean % | worst, mean % |",
-              "|---|---|---|---|---|---|"]
+        lines.append(f"| {seed} | {a['test']:.2f} → {b['test']:.2f} | {a['one_pass']:.2f} → {b['one_pass']:.2f} "
+                     f"| {a['mean']:.1f} → {b['mean']:.1f} | {a['worst']:.1f} → {b['worst']:.1f} |")
+    lines += ["", "| over the pairs | test min % | test mean % | one pass min % | one pass mean % | suite mean % "
+              "| worst, mean % |", "|---|---|---|---|---|---|---|"]
     means = {}
     for label, group in (("old", old), ("new", new)):
         f = [figures(group[s]) for s in seeds]
-        means[label] = {k: statistics.fmean(x[k] for x in f) for k in ("test", "mean", "held_out", "worst")}
+        means[label] = {k: statistics.fmean(x[k] for x in f) for k in ("test", "one_pass", "mean", "worst")}
         m = means[label]
-        lines.append(f"| {label} | {min(x['test'] for x in f):.2f} | {m['test']:.3f} | {m['mean']:.2f} "
-                     f"| {m['held_out']:.2f} | {m['worst']:.2f} |")
+        lines.append(f"| {label} | {min(x['test'] for x in f):.2f} | {m['test']:.3f} "
+                     f"| {min(x['one_pass'] for x in f):.2f} | {m['one_pass']:.3f} | {m['mean']:.2f} "
+                     f"| {m['worst']:.2f} |")
     error = {k: (100 - means["new"][k]) / (100 - means["old"][k]) for k in ("mean", "worst")}
     lines += ["", f"{len(seeds)} seeds paired. New against old: the suite's mean error {error['mean']:.2f}x, the "
                   f"worst corruption's error {error['worst']:.2f}x, test accuracy "

@@ -22,11 +22,11 @@ from typing import Any
 from stages import cli
 from stages.errors import StageError
 
-# Columns per experiment: (header, exp_show key, decimals). exp_show gives every number as a float.
-COLUMNS = [("seed", "train.seed", 0), ("test accuracy (%)", "test.accuracy", 2), ("test errors", "test.errors", 0),
-           ("suite mean (%)", "robustness.mean", 1), ("held-out mean (%)", "robustness.held_out", 1),
-           ("suite worst (%)", "robustness.worst", 1),
-           ("epochs run", "epochs_run", 0), ("saved epoch", "saved_epoch", 0), ("train seconds", "train_seconds", 0)]
+# Columns per experiment: (header, exp_show key, decimals). exp_show gives every number as a float. These are
+# the headline metrics (`dvc metrics show`); each run's other figures are in its reports/eval/details.json.
+COLUMNS = [("seed", "train.seed", 0), ("test accuracy (%)", "test.accuracy", 2), ("one pass (%)", "test.one_pass", 2),
+           ("suite mean (%)", "robustness.mean", 1), ("suite worst (%)", "robustness.worst", 1),
+           ("epochs run", "epochs_run", 0), ("train seconds", "train_seconds", 0)]
 BAR = 0.9941  # the seed's test accuracy, which every seed must reach
 WORKSPACE = "workspace"  # exp_show's row of the workspace: what `dvc repro` left there
 SWEEP_HINT = "dvc exp run --queue -S 'train.seed=0,1,2' && dvc queue start"
@@ -44,26 +44,14 @@ def _cell(value: float, header: str, decimals: int) -> str:
     return f"{value * 100:.{decimals}f}" if header.endswith("(%)") else f"{value:.{decimals}f}"
 
 
-def _device(row: dict[str, Any]) -> str:
-    """Where it ran, as the train stage recorded it: 'cuda:1 (NVIDIA H100 80GB HBM3)'."""
-    kind, name = row.get("device"), row.get("device_name")
-    return f"{kind} ({name})" if kind and name else str(kind or "-")
-
-
-def _arithmetic(row: dict[str, Any]) -> str:
-    """How it computed, as the train stage recorded it: 'bf16, AVX512' (precision, then the CPU kernels)."""
-    parts = [str(row[key]) for key in ("precision", "kernels") if row.get(key) not in (None, "-")]
-    return ", ".join(parts) or "-"
-
-
 def summarize(rows: list[dict[str, Any]]) -> str:
     """Markdown: one line per experiment, then mean, standard deviation, minimum and maximum of each column,
-    and how many experiments reach the seed's 99.41 %."""
+    and how many experiments reach the seed's 99.41 %, with the shifts and in one pass."""
     if not rows:
         raise StageError(f"no finished experiments and no results in the workspace to summarize (run the "
                          f"pipeline with `dvc repro`, experiments with `{SWEEP_HINT}`, or fetch a team's with "
                          f"`dvc exp pull origin`)")
-    header = ["experiment"] + [c[0] for c in COLUMNS] + ["device", "arithmetic"]
+    header = ["experiment"] + [c[0] for c in COLUMNS] + ["device"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     values: dict[str, list[float]] = {c[0]: [] for c in COLUMNS}
     for row in rows:
@@ -73,7 +61,7 @@ def summarize(rows: list[dict[str, Any]]) -> str:
             cells.append("-" if value is None else _cell(value, name, decimals))
             if value is not None:
                 values[name].append(float(value))
-        lines.append("| " + " | ".join(cells + [_device(row), _arithmetic(row)]) + " |")
+        lines.append("| " + " | ".join(cells + [str(row.get("device") or "-")]) + " |")
     for label, stat in (("mean", statistics.fmean), ("std", statistics.stdev), ("min", min), ("max", max)):
         cells = [f"**{label}**"]
         for name, _, decimals in COLUMNS:
@@ -82,9 +70,10 @@ def summarize(rows: list[dict[str, Any]]) -> str:
             # Means and spreads of integer columns need a decimal more than the values.
             shown = decimals + (1 if label in ("mean", "std") else 0)
             cells.append(_cell(stat(column), name, shown) if enough and name != "seed" else "")
-        lines.append("| " + " | ".join(cells + ["", ""]) + " |")
-    accuracies = values["test accuracy (%)"]
-    lines.append(f"\n{sum(a >= BAR for a in accuracies)} of {len(accuracies)} reach >= {BAR:.2%} test accuracy.")
+        lines.append("| " + " | ".join(cells + [""]) + " |")
+    shifted, one_pass = values["test accuracy (%)"], values["one pass (%)"]
+    lines.append(f"\n{sum(a >= BAR for a in shifted)} of {len(shifted)} reach >= {BAR:.2%} test accuracy"
+                 f" (in one pass: {sum(a >= BAR for a in one_pass)} of {len(one_pass)}).")
     return "\n".join(lines)
 
 

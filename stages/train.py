@@ -336,7 +336,7 @@ def parser() -> argparse.ArgumentParser:
                       reads=["params.yaml (data.holdout_size, data.split_seed, model, train)",
                              f"{paths.RAW_DIR}/ (the training images)"],
                       writes=[f"{paths.MODEL} (at the end)", f"{paths.TRAIN_REPORT}/ (the history, as each epoch "
-                              "ends; then the summary metrics.json and model_summary.txt)"])
+                              "ends; then the summary metrics.json, run.json and model_summary.txt)"])
 
 
 def main(args: argparse.Namespace) -> None:
@@ -382,22 +382,25 @@ def main(args: argparse.Namespace) -> None:
         if bar is not None:
             bar.close()
     seconds = time.perf_counter() - start
-    # What a person compares across runs; the per-epoch values stay in the history.
-    # torch's version beside the arithmetic and the kernels: `dvc metrics diff` shows when any of them changed.
-    summary = {"epochs_run": result.epochs_run, "stopped_because": result.stopped_because,
-               "saved_epoch": result.saved_epoch, "saved_val_accuracy": result.saved_accuracy,
-               "train_seconds": round(seconds, 2), **where, "precision": "bf16" if amp else "fp32",
-               "kernels": kernels, "torch": torch.__version__}
+    # What a person compares across runs, in `dvc metrics show` beside evaluate's headline (140 columns in all);
+    # the per-epoch values stay in the history.
+    summary = {"epochs_run": result.epochs_run, "train_seconds": round(seconds, 2), "device": where["device"]}
+    # The rest of the run: the epoch kept, why it stopped, and what it computed with (torch's version beside the
+    # arithmetic and the kernels: `dvc diff` shows when any of them changed).
+    run = {"stopped_because": result.stopped_because, "saved_epoch": result.saved_epoch,
+           "saved_val_accuracy": result.saved_accuracy, "device_name": where["device_name"],
+           "precision": "bf16" if amp else "fp32", "kernels": kernels, "torch": torch.__version__}
     if choice is not None and choice.bf16_speedup is not None:
-        summary["bf16_speedup"] = choice.bf16_speedup  # what `auto` chose by: a step's time in fp32 / in bf16
+        run["bf16_speedup"] = choice.bf16_speedup  # what `auto` chose by: a step's time in fp32 / in bf16
     print(f"stopped: {result.stopped_because} after {result.epochs_run} epochs, {seconds:.1f} s; saved epoch "
           f"{result.saved_epoch} ({p.train.selection}), validation accuracy {result.saved_accuracy:.2%}")
-    write_outputs(result=result, summary=summary, summary_text=summary_text, all_params=p.model_dump())
+    write_outputs(result=result, summary=summary, run=run, summary_text=summary_text, all_params=p.model_dump())
 
 
-def write_outputs(*, result: Result, summary: dict[str, Any], summary_text: str,
+def write_outputs(*, result: Result, summary: dict[str, Any], run: dict[str, Any], summary_text: str,
                   all_params: dict[str, Any]) -> None:
-    """models/model.pt, then the final summary and the model table in reports/train, each atomically."""
+    """models/model.pt, then the final summary, the run's details and the model table in reports/train, each
+    atomically."""
     checkpoint = {"state_dict": {k: v.cpu() for k, v in result.saved_state.items()},
                   "epoch": result.saved_epoch, "val_accuracy": result.saved_accuracy,
                   "val_loss": result.saved_loss, "params": all_params}
@@ -407,6 +410,7 @@ def write_outputs(*, result: Result, summary: dict[str, Any], summary_text: str,
     torch.save(checkpoint, buffer)
     atomic.write_bytes(paths.MODEL, buffer.getvalue())
     # Replaces the last epoch's DVCLive summary: `dvc metrics show` lists these, the history has the rest.
+    atomic.write_json(paths.TRAIN_RUN, run)
     atomic.write_json(paths.TRAIN_METRICS, summary)
     atomic.write_text(paths.TRAIN_REPORT / "model_summary.txt", summary_text)
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from stages import cli, corrupt, corruptions, data, evaluate
+from stages import cli, corrupt, corruptions, data, evaluate, infer
 from stages.model import Net
 from tests.helpers import make_images
 
@@ -37,13 +37,38 @@ def test_evaluate_writes_the_suite_into_the_metrics_and_the_plot_rows(project: P
     cli.run(evaluate.main, evaluate.parser(), [])
     out = capsys.readouterr().out
     metrics = json.loads((project / "reports/metrics.json").read_text())
+    details = json.loads((project / "reports/eval/details.json").read_text())
     rows = json.loads((project / "reports/eval/robustness.json").read_text())
     names = [r["corruption"] for r in rows]
-    assert len(names) == 21 and set(metrics["robustness"]) == {"mean", "held_out", "worst", *names}
-    assert metrics["robustness"]["worst"] == min(r["accuracy"] for r in rows)
+    # The headline that `dvc metrics show` prints; everything else in details.json and the plot rows.
+    assert metrics == {"test": {"accuracy": metrics["test"]["accuracy"], "one_pass": metrics["test"]["one_pass"]},
+                       "robustness": {"mean": round(sum(r["accuracy"] for r in rows) / 21, 4),
+                                      "worst": min(r["accuracy"] for r in rows)}}
+    assert len(names) == 21 and details["robustness"]["worst_corruption"] in names
+    worst_row = next(r for r in rows if r["corruption"] == details["robustness"]["worst_corruption"])
+    assert worst_row["accuracy"] == metrics["robustness"]["worst"]
     held_out = [r["accuracy"] for r in rows if r["corruption"] in corruptions.HELD_OUT]
-    assert len(held_out) == 10 and metrics["robustness"]["held_out"] == round(sum(held_out) / 10, 4)
+    assert len(held_out) == 10 and details["robustness"]["held_out"] == round(sum(held_out) / 10, 4)
+    assert details["test"]["errors"] == round((1 - metrics["test"]["accuracy"]) * 100)
+    assert details["test"]["one_pass_errors"] == round((1 - metrics["test"]["one_pass"]) * 100)
     assert f"over 21 corruptions of 100 test images, worst {metrics['robustness']['worst']:.2%}" in out
+
+
+def test_one_pass_is_the_image_alone_and_accuracy_averages_the_shifts() -> None:
+    # A model whose answer depends on where the ink is: the shifted copies can change it, one pass cannot.
+    torch.manual_seed(0)
+    model = Net().eval()
+    images, labels = make_images(200, seed=5)
+    x = data.normalize(images)
+    figures, _, rows = evaluate.evaluate(model=model, images=x, labels=labels.long())
+    with torch.no_grad():
+        alone = model(x).argmax(1)
+        shifted = sum(model(torch.roll(x, s, dims=(2, 3))).softmax(1) for s in infer.TTA_SHIFTS).argmax(1)
+    assert (alone != shifted).any(), "the case must tell the two apart"
+    assert figures["test"]["one_pass"] == int((alone == labels).sum()) / 200
+    assert figures["test"]["accuracy"] == int((shifted == labels).sum()) / 200
+    assert [r["predicted"] for r in rows] == shifted.tolist()
+    assert figures["test"]["one_pass_errors"] == int((alone != labels).sum())
 
 
 @pytest.mark.parametrize("content, expected", [

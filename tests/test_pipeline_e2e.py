@@ -21,22 +21,23 @@ pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("pipeline_e2e")]  # one t
 
 def test_repro_writes_every_output(dvc_repo) -> None:
     repo, _ = dvc_repo
-    metrics = json.loads((repo / "reports/metrics.json").read_text())["test"]
-    assert set(metrics) == {"accuracy", "loss", "errors"}
-    assert 0.0 <= metrics["accuracy"] <= 1.0
-    assert metrics["errors"] == round((1 - metrics["accuracy"]) * 100)
+    metrics = json.loads((repo / "reports/metrics.json").read_text())
+    assert set(metrics["test"]) == {"accuracy", "one_pass"} and set(metrics["robustness"]) == {"mean", "worst"}
+    assert 0.0 <= metrics["test"]["accuracy"] <= 1.0 and 0.0 <= metrics["test"]["one_pass"] <= 1.0
+    details = json.loads((repo / "reports/eval/details.json").read_text())
+    assert details["test"]["errors"] == round((1 - metrics["test"]["accuracy"]) * 100)
     per_class = json.loads((repo / "reports/eval/per_class.json").read_text())
     assert [row["digit"] for row in per_class] == [str(d) for d in range(10)]
     assert all(0.0 <= row["accuracy"] <= 1.0 for row in per_class)
-    robustness = json.loads((repo / "reports/metrics.json").read_text())["robustness"]
     per_corruption = json.loads((repo / "reports/eval/robustness.json").read_text())
     names = [r["corruption"] for r in per_corruption]
-    assert len(names) == 21 and set(robustness) == {"mean", "held_out", "worst", *names}
+    assert len(names) == 21 and details["robustness"]["worst_corruption"] in names
     checkpoint = torch.load(repo / "models/model.pt", weights_only=True)
     assert {"state_dict", "epoch", "val_accuracy", "params"} <= set(checkpoint)
     assert checkpoint["params"]["train"]["epochs"] == 2
     summary = json.loads((repo / "reports/train/metrics.json").read_text())
-    assert summary["epochs_run"] == 2 and summary["device"] == "cpu" and summary["device_name"]
+    assert summary["epochs_run"] == 2 and summary["device"] == "cpu"
+    assert json.loads((repo / "reports/train/run.json").read_text())["device_name"]
     for png in ("training_curves", "confusion_matrix", "misclassified", "robustness_suite"):
         assert (repo / f"reports/plots/{png}.png").read_bytes()[:4] == b"\x89PNG"
     assert "Total params: 9,802" in (repo / "reports/train/model_summary.txt").read_text()
@@ -96,11 +97,13 @@ def test_bad_param_through_the_front_door_changes_no_output(dvc_repo) -> None:
     assert outputs(repo) == before
 
 
-def test_metrics_show_prints_the_test_accuracy_and_the_suites_figures(dvc_repo) -> None:
+def test_metrics_show_prints_the_headline_within_140_columns(dvc_repo) -> None:
     repo, env = dvc_repo
     out = sh(repo, "dvc", "metrics", "show", env=env)
-    assert "reports/metrics.json" in out and "test.accuracy" in out
-    assert "robustness.mean" in out and "robustness.worst" in out and "robustness.canny_edges" in out
+    assert max(len(line) for line in out.splitlines()) <= 140, out
+    for column in ("test.accuracy", "test.one_pass", "robustness.mean", "robustness.worst", "epochs_run",
+                   "train_seconds", "device"):
+        assert column in out, column
     metrics = json.loads((repo / "reports/metrics.json").read_text())
     shown = json.loads(sh(repo, "dvc", "metrics", "show", "--json", env=env))
     assert shown[""]["data"]["reports/metrics.json"]["data"] == metrics
@@ -127,17 +130,30 @@ def test_experiment_with_adam_compares_in_exp_show_and_plots_diff(dvc_repo) -> N
     assert adam["params"]["params.yaml"]["data"]["train"]["optimizer"] == "adam"
     assert "accuracy" in adam["metrics"]["reports/metrics.json"]["data"]["test"]
 
-    diff = sh(repo, "dvc", "metrics", "diff", "HEAD", "adam-e2e", "--all", env=env)
-    assert all(f"robustness.{name}" in diff for name in ("mean", "worst", "fog", "photo")), diff
+    # The README's comparison table: what changed, without the outputs' hashes. Here it holds three runs and two
+    # changed params (train.*, and plots.dpi of an earlier test): 154 columns; main against adam alone, 136.
+    table = sh(repo, "dvc", "exp", "show", "--only-changed", "--drop", "Created|models/|reports/|data/", env=env)
+    assert max(len(line) for line in table.splitlines()) <= 160, table
+    assert "adam-e2e" in table and "train.optimizer" in table and "test.accuracy" in table
 
-    out = sh(repo, "dvc", "plots", "diff", "HEAD", "adam-e2e", "-o", "plots_html", env=env)
+    # As the README compares: the baseline by its branch's name against the experiment. (`dvc exp run` applied
+    # adam's results to the workspace, so "workspace" would be adam again.)
+    diff = sh(repo, "dvc", "metrics", "diff", "main", "adam-e2e", "--all", env=env)
+    assert all(name in diff for name in ("test.accuracy", "test.one_pass", "robustness.mean", "robustness.worst"))
+
+    out = sh(repo, "dvc", "plots", "diff", "main", "adam-e2e", "-o", "plots_html", env=env)
     html = (repo / "plots_html" / "index.html").read_text()
     assert "Accuracy per epoch" in html and "Test errors per digit" in html and "adam-e2e" in html
     assert "Errors under each corruption" in html
     assert "training_curves.png" in html
     assert len(list((repo / "plots_html" / "static").glob("*training_curves.png"))) == 2
+    # Two different runs on the page: each revision's training curve is its own.
+    drawn = json.loads(sh(repo, "dvc", "plots", "diff", "main", "adam-e2e", "--json", env=env))
+    loss = drawn["data"]["loss"][0]["content"]["data"]["values"]
+    curves = {rev: [row["loss"] for row in loss if row["rev"] == rev] for rev in ("main", "adam-e2e")}
+    assert curves["main"] and curves["adam-e2e"] and curves["main"] != curves["adam-e2e"], curves
     if CHROMIUM is not None:  # the same page in a browser, offline: test_plots_pages_draw_offline_in_chromium
-        assert_drawn_offline(open_page(repo / "plots_html" / "index.html"), revisions={"HEAD", "adam-e2e"})
+        assert_drawn_offline(open_page(repo / "plots_html" / "index.html"), revisions={"main", "adam-e2e"})
 
 
 # The vega plots of dvc.yaml (the rest are PNGs), and those of them whose colour legend lists the revisions.
