@@ -45,6 +45,7 @@ def run(args: list[str], cwd: Path, env: dict[str, str]) -> tuple[float, str]:
 def outputs(repo: Path) -> dict[str, Any]:
     """What a run left: the train summary, the metrics, and the model's MD5."""
     return {"train": json.loads((repo / paths.TRAIN_METRICS).read_text()),
+            "run": json.loads((repo / paths.TRAIN_RUN).read_text()),
             "metrics": json.loads((repo / paths.METRICS).read_text()),
             "model_md5": hashlib.md5((repo / paths.MODEL).read_bytes()).hexdigest()}
 
@@ -73,7 +74,7 @@ def main() -> None:
         summary["repro_s"], _ = run(["dvc", "repro"], repo, env)
         first = outputs(repo)
         print(f"2. dvc repro: {summary['repro_s']} s; train {first['train']['train_seconds']} s on "
-              f"{first['train']['device']} ({first['train']['device_name']}), {first['train']['epochs_run']} "
+              f"{first['train']['device']} ({first['run']['device_name']}), {first['train']['epochs_run']} "
               f"epochs; test {first['metrics']['test']}", flush=True)
         summary["again_s"], _ = run(["dvc", "repro", "--force", "--single-item", "train"], repo, env)
         run(["dvc", "repro", "--force", "--single-item", "evaluate"], repo, env)

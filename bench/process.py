@@ -85,9 +85,10 @@ def run_stage(scratch: Path, raw_dir: Path, epochs: int, precision: str | None) 
     end = time.time()
     marks = json.loads(marks_file.read_text())
     summary = json.loads((project / paths.TRAIN_METRICS).read_text())
+    run = json.loads((project / paths.TRAIN_RUN).read_text())
     return {"wall_s": end - start, "startup_s": marks["first_step"] - start,
             "loop_s": marks["last_step"] - marks["first_step"], "end_s": end - marks["last_step"],
-            "train_seconds": summary["train_seconds"], "precision": summary["precision"]}
+            "train_seconds": summary["train_seconds"], "precision": run["precision"]}
 
 
 def run_reference(scratch: Path, raw_dir: Path, epochs: int, batch_size: int, holdout: int) -> dict[str, float]:

@@ -2,10 +2,13 @@
 
     python -m stages.predict IMAGE [IMAGE ...] [--json] [--model models/model.pt]
 
-Any size of PNG or JPEG, dark ink on light paper or the reverse. Each image is
-prepared as MNIST's were: grayscale, ink made bright on black, uneven paper or
-light subtracted, the ink's bounding box fitted into 20x20 keeping its aspect
-ratio, then placed in 28x28 so that its center of mass is at the center.
+Any size of PNG or JPEG, dark ink on light paper or the reverse, read as an image
+viewer shows it: upright by the photo's EXIF orientation, and a transparent
+background (a canvas or paint-app export) laid on paper that contrasts with the
+ink. Each image is then prepared as MNIST's were: grayscale, ink made bright on
+black, uneven paper or light subtracted, the ink's bounding box fitted into
+20x20 keeping its aspect ratio, then placed in 28x28 so that its center of mass
+is at the center.
 """
 
 from __future__ import annotations
@@ -16,6 +19,8 @@ import math
 import warnings
 from pathlib import Path
 
+from typing import TYPE_CHECKING
+
 import torch
 import torch.nn.functional as F
 
@@ -23,6 +28,9 @@ from stages import cli, paths
 from stages.errors import StageError
 from stages.infer import load_checkpoint, probabilities
 from stages.model import MEAN, STD
+
+if TYPE_CHECKING:
+    from PIL import Image
 
 # Pictures are prepared at most this many pixels on their shorter side: 13 times the 20 px a digit ends as.
 WORK_SIDE = 256
@@ -33,9 +41,27 @@ INK_THRESHOLD = 0.3  # of the contrast range: brighter than this (after inversio
 MAX_PIXELS = 25_000_000
 
 
+def on_paper(image: Image.Image) -> Image.Image:
+    """An image with transparency laid on opaque paper: white under dark ink, black under light ink.
+
+    A drawing exported from an HTML canvas or a paint app is ink on fully transparent pixels, whose colour is
+    often black too: the alpha channel is what holds the digit, and convert("L") alone would drop it.
+    """
+    from PIL import Image, ImageStat
+
+    rgba = image.convert("RGBA")
+    alpha = rgba.getchannel("A")
+    if alpha.getextrema()[0] == 255:  # nothing transparent after all
+        return image
+    # The ink's brightness: the grey of the pixels weighted by how opaque they are.
+    ink = ImageStat.Stat(rgba.convert("L"), mask=alpha.point(lambda a: 255 if a >= 128 else 0)).mean
+    paper = (0, 0, 0, 255) if ink and ink[0] > 127 else (255, 255, 255, 255)
+    return Image.alpha_composite(Image.new("RGBA", rgba.size, paper), rgba)
+
+
 def read_gray(path: Path) -> torch.Tensor:
-    """Pixels of an image file as float (H, W) in [0, 1]."""
-    from PIL import Image, UnidentifiedImageError
+    """Pixels of an image file as float (H, W) in [0, 1], as a viewer shows it (see on_paper, exif_transpose)."""
+    from PIL import Image, ImageOps, UnidentifiedImageError
 
     try:
         # open() reads the header only; PIL's warning past 89 million pixels is this check's to answer.
@@ -47,7 +73,11 @@ def read_gray(path: Path) -> torch.Tensor:
             if width * height > MAX_PIXELS:
                 raise StageError(f"{path}: {width} x {height} pixels is over the limit of {MAX_PIXELS:,} "
                                  f"(one digit needs far fewer: scale the image down); not decoded")
-            gray = image.convert("L")
+            # Phones store pixels as the sensor read them, with the turn to upright in an EXIF tag.
+            upright = ImageOps.exif_transpose(image)
+            if upright.mode in ("RGBA", "LA", "PA", "La", "RGBa") or "transparency" in upright.info:
+                upright = on_paper(upright)
+            gray = upright.convert("L")
             gray.load()
     except FileNotFoundError:
         raise StageError(f"{path}: no such file") from None

@@ -181,3 +181,35 @@ def centre_of_mass(x: torch.Tensor) -> tuple[float, float]:
     weights = x.clamp(min=0)
     grid = torch.arange(28.0)
     return (float((weights.sum(0) * grid).sum() / weights.sum()), float((weights.sum(1) * grid).sum() / weights.sum()))
+
+
+def _upright_seven() -> Image.Image:
+    with Image.open(SEVEN) as image:
+        return image.convert("L")
+
+
+def test_a_transparent_canvas_drawing_reads_as_the_same_digit_on_paper(tmp_path: Path) -> None:
+    # An HTML canvas's export: black ink (0, 0, 0) whose alpha is the stroke, on fully transparent black pixels.
+    gray = _upright_seven()
+    ink = ImageOps.invert(gray)  # 255 where the sample's dark ink is
+    canvas = Image.merge("RGBA", (*[Image.new("L", gray.size, 0)] * 3, ink))
+    canvas.save(tmp_path / "canvas.png")
+    reference = predict.to_mnist(predict.read_gray(SEVEN))
+    assert torch.allclose(predict.to_mnist(predict.read_gray(tmp_path / "canvas.png")), reference, atol=0.02)
+    # The same drawing in white ink (a dark-mode canvas) lands on black paper instead, and reads the same.
+    Image.merge("RGBA", (*[Image.new("L", gray.size, 255)] * 3, ink)).save(tmp_path / "white.png")
+    assert torch.allclose(predict.to_mnist(predict.read_gray(tmp_path / "white.png")), reference, atol=0.02)
+
+
+def test_a_photo_stored_sideways_with_its_exif_orientation_reads_upright(tmp_path: Path) -> None:
+    # A phone stores the sensor's pixels and the turn to upright in EXIF tag 0x0112; 6 means "turn 90° clockwise
+    # to show", so the stored pixels are the upright picture turned 90° counter-clockwise.
+    upright = _upright_seven().convert("RGB")
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    upright.transpose(Image.Transpose.ROTATE_90).save(tmp_path / "phone.jpg", exif=exif, quality=95)
+    upright.save(tmp_path / "upright.jpg", quality=95)
+    read = predict.read_gray(tmp_path / "phone.jpg")
+    assert read.shape == predict.read_gray(tmp_path / "upright.jpg").shape
+    assert torch.allclose(predict.to_mnist(read), predict.to_mnist(predict.read_gray(tmp_path / "upright.jpg")),
+                          atol=0.05)
