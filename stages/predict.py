@@ -18,7 +18,6 @@ import json
 import math
 import warnings
 from pathlib import Path
-
 from typing import TYPE_CHECKING
 
 import torch
