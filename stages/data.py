@@ -54,12 +54,6 @@ def augment(x: torch.Tensor, *, rotate: float, translate: float, scale: float,
     rotate in degrees, translate as a fraction of the side, scale relative.
     Pixels pulled in from outside repeat the border, which in MNIST is
     background, so the normalized background value stays right.
-
-    The repetition is made by clamping each sampling point to the centres of
-    the edge pixels and sampling with zero padding, which computes what
-    padding_mode="border" computes (the clamped point reads only edge pixels,
-    with border's weights); MPS runs zero padding, and some PyTorch releases
-    refused border there ("MPS: Unsupported Border padding mode").
     """
     n = x.shape[0]
 
@@ -73,7 +67,21 @@ def augment(x: torch.Tensor, *, rotate: float, translate: float, scale: float,
     tx, ty = uniform(2 * translate), uniform(2 * translate)
     theta = torch.stack([torch.stack([cos, -sin, tx], 1), torch.stack([sin, cos, ty], 1)], 1)
     grid = F.affine_grid(theta, list(x.shape), align_corners=False)
-    # With align_corners=False the first and last pixel centres of a side of h are at -1 + 1/h and 1 - 1/h.
+    if x.device.type == "mps":
+        return border_by_clamping(x, grid)
+    # CPU and CUDA keep PyTorch's own border padding: the form above differs from it by float rounding, which
+    # would change every trained weight, and the promise's evidence was measured with this one.
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+
+
+def border_by_clamping(x: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
+    """F.grid_sample(x, grid) with bilinear sampling and padding_mode="border" (align_corners=False), in ops MPS runs.
+
+    Some PyTorch releases refuse border padding on MPS ("MPS: Unsupported Border padding mode"). Clamping each
+    sampling point to the centres of the edge pixels, then sampling with zero padding, reads only pixels inside
+    the image with border's weights: the same function, to float rounding.
+    """
+    # With align_corners=False the first and last pixel centres of a side of n are at -1 + 1/n and 1 - 1/n.
     edge = torch.tensor([1 - 1 / x.shape[3], 1 - 1 / x.shape[2]], device=x.device, dtype=grid.dtype)
     grid = torch.maximum(torch.minimum(grid, edge), -edge)
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
@@ -120,15 +128,19 @@ def pooling_matrix(size: int, out: int, device: torch.device) -> torch.Tensor:
 def _low_resolution(p: torch.Tensor, g: torch.Generator) -> torch.Tensor:
     """Averaged down to a side of 7 to 14 px, uniform per image, and bilinear back up (a digit photographed small).
 
-    The averaging is F.adaptive_avg_pool2d's, as two products with pooling_matrix: MPS refuses adaptive
+    On MPS the averaging is F.adaptive_avg_pool2d's as two products with pooling_matrix: MPS refuses adaptive
     pooling from 28 px to a side that does not divide it ("input sizes must be divisible by output sizes").
+    CPU and CUDA keep the op itself, whose rounding the promise's evidence was measured with.
     """
     side = torch.randint(7, 15, (len(p),), generator=g, device=p.device)
     out = p.clone()
     for s in side.unique().tolist():
         rows = side == s
-        rows_pool, cols_pool = (pooling_matrix(n, s, p.device) for n in p.shape[2:])
-        small = rows_pool @ p[rows] @ cols_pool.T  # (n, 1, s, s)
+        if p.device.type == "mps":
+            rows_pool, cols_pool = (pooling_matrix(n, s, p.device) for n in p.shape[2:])
+            small = rows_pool @ p[rows] @ cols_pool.T  # (n, 1, s, s)
+        else:
+            small = F.adaptive_avg_pool2d(p[rows], s)
         out[rows] = F.interpolate(small, size=p.shape[2:], mode="bilinear", align_corners=False)
     return out
 

@@ -174,13 +174,11 @@ def test_augmentation_moves_the_digit_and_fills_from_outside_with_background() -
     assert rows.flatten().unique().numel() == 16 and not torch.allclose(rows, torch.tensor(14.0))
 
 
-def test_augmentation_computes_what_border_padding_computes() -> None:
-    # MPS-safe form (clamped points, zero padding) against grid_sample's border padding, which it replaces:
-    # the same draws of the same generator, a shift far enough that a third of each frame comes from outside.
+def test_the_mps_form_of_border_padding_computes_what_border_padding_computes() -> None:
+    # data.border_by_clamping (what augment runs on MPS) against grid_sample's border padding (CPU and CUDA), on
+    # the CPU, with a shift far enough that a third of each frame comes from outside.
     g = torch.Generator().manual_seed(3)
     x = torch.randn(64, 1, 28, 28, generator=g)
-    out = data.augment(x, rotate=20, translate=0.3, scale=0.1, generator=torch.Generator().manual_seed(4))
-    g = torch.Generator().manual_seed(4)
     n = len(x)
     angle, scale = ((torch.rand(n, generator=g) * 2 - 1) * h for h in (math.radians(20), 0.1))
     cos, sin = torch.cos(angle) / (1 + scale), torch.sin(angle) / (1 + scale)
@@ -190,12 +188,12 @@ def test_augmentation_computes_what_border_padding_computes() -> None:
     border = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
     assert (grid.abs() > 1).any(), "the case must sample outside the frame"
     # Float rounding of the clamped coordinates only (values of N(0, 1)); zero padding alone would differ by ~1.
-    assert torch.allclose(out, border, atol=1e-4, rtol=0)
+    assert torch.allclose(data.border_by_clamping(x, grid), border, atol=1e-4, rtol=0)
 
 
 @pytest.mark.parametrize("side", range(7, 15))
 def test_low_resolution_averages_as_adaptive_pooling_does(side: int) -> None:
-    # The MPS-safe pooling (two matrix products) against F.adaptive_avg_pool2d, for every side training draws.
+    # The pooling MPS runs (two matrix products) against F.adaptive_avg_pool2d, for every side training draws.
     x = torch.rand(8, 1, 28, 28, generator=torch.Generator().manual_seed(side))
     pool = data.pooling_matrix(28, side, x.device)
     assert torch.allclose(pool @ x @ pool.T, F.adaptive_avg_pool2d(x, side), atol=1e-6, rtol=0)
