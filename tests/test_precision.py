@@ -169,8 +169,8 @@ def test_the_train_stage_prints_and_records_the_measured_choice(project: Path, c
 
     fake_probe(monkeypatch, 9.0, 10.0)
     train_stage.main(train_stage.parser().parse_args([]))
-    summary = json.loads((project / "reports" / "train" / "metrics.json").read_text())
-    assert (summary["precision"], summary["bf16_speedup"]) == ("fp32", 0.9)
+    run = json.loads((project / "reports" / "train" / "run.json").read_text())
+    assert (run["precision"], run["bf16_speedup"]) == ("fp32", 0.9)
     assert "float32 (auto: fp32 (bf16 0.90x as fast as fp32, measured; bf16 only from 1.05x;" in capsys.readouterr().out
     # `python -m stages.precision` says the same, from the cache, and measures again when asked.
     precision.main(precision.parser().parse_args([]))
