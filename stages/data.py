@@ -69,7 +69,7 @@ def augment(x: torch.Tensor, *, rotate: float, translate: float, scale: float,
     grid = F.affine_grid(theta, list(x.shape), align_corners=False)
     if x.device.type == "mps":
         return border_by_clamping(x, grid)
-    # CPU and CUDA keep PyTorch's own border padding: the form above differs from it by float rounding, which
+    # CPU and CUDA keep PyTorch's own border padding: border_by_clamping differs from it by float rounding, which
     # would change every trained weight, and the promise's evidence was measured with this one.
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
 
