@@ -44,7 +44,7 @@ from stages.cli import keep_freed_memory
 from stages.device import cpu_model, resolve_device
 from stages.infer import score_weights
 from stages.model import Net
-from stages.precision import autocast_dtype
+from stages.step import autocast_dtype
 from stages.train import train
 
 
@@ -140,7 +140,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, help="our loop's batch (default: params.yaml's train.batch_size; "
                         "default for the reference: 128)")
     parser.add_argument("--reference-batch-size", type=int, default=128, help="the reference loop's batch")
-    parser.add_argument("--precision", choices=["auto", "fp32", "bf16"],
+    parser.add_argument("--precision", choices=["fp32", "bf16"],
                         help="our training arithmetic (default: params.yaml's train.precision); the reference is fp32")
     parser.add_argument("--stage", action="store_true", help="also time the default train stage to its target")
     parser.add_argument("--train", action="store_true", help="also time params.yaml's training in this process")

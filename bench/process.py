@@ -109,7 +109,7 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=paths.RAW_DIR, help="directory with the four IDX files")
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--reps", type=int, default=3)
-    parser.add_argument("--precision", choices=["auto", "fp32", "bf16"],
+    parser.add_argument("--precision", choices=["fp32", "bf16"],
                         help="the stage's train.precision (default: params.yaml's); the reference is fp32")
     parser.add_argument("--reference-batch-size", type=int, default=128)
     parser.add_argument("--json", type=Path, help="also write the results here")

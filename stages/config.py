@@ -93,12 +93,11 @@ class Train(_Section):
 
     device: Literal["auto", "cpu", "cuda", "mps"] = Field(
         "auto", description="auto: CUDA, then MPS, then CPU. An explicit accelerator must exist.")
-    precision: Literal["auto", "fp32", "bf16"] = Field(
-        "auto", description="Training arithmetic. auto: on a CPU with native bf16 (AVX512-BF16, AMX), bfloat16 "
-        "autocast where a probe of the training step measured it at least 1.05x as fast as float32 (once per "
-        "machine, cached; `python -m stages.precision`), else float32 (CUDA and MPS included). bf16: bfloat16 "
-        "autocast on the CPU or CUDA; refused on MPS (Apple GPUs). Validation and evaluation always run in "
-        "float32.")
+    precision: Literal["fp32", "bf16"] = Field(
+        "fp32", description="Training arithmetic. bf16: bfloat16 autocast on the CPU or CUDA, refused on MPS (Apple "
+        "GPUs); faster on some CPUs with native bf16 (AMX, AVX512-BF16), slower on others and emulated on AVX2: "
+        "`python -m stages.precision` times both here and advises. Nothing but this key chooses it. Validation "
+        "and evaluation always run in float32.")
     seed: int = Field(0, ge=0, description="Seed of the weights, the shuffling and the augmentation.")
     epochs: int = Field(18, ge=1, description="At most this many epochs; early stopping may end sooner.")
     batch_size: int = Field(64, ge=1, le=MNIST_TRAIN_SIZE, description="Images per training step.")

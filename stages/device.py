@@ -1,4 +1,4 @@
-"""Where training runs: the device, its name, the CPU's kernels and flags (stages/precision.py picks the arithmetic)."""
+"""Where training runs: the device, its name, the CPU's model and kernels."""
 
 from __future__ import annotations
 
@@ -83,7 +83,7 @@ def check_precision(precision: str, device: torch.device) -> None:
     """
     if precision == "bf16" and device.type == "mps":
         raise StageError("params.yaml: train.precision: 'bf16' is not trained on MPS (Apple GPUs); "
-                         "use 'fp32' or 'auto' (fp32 there)")
+                         "use 'fp32'")
 
 
 def cpu_model() -> str:
@@ -114,11 +114,6 @@ def cpu_kernels(device: torch.device) -> str:
     """For the summary: the CPU kernels PyTorch dispatches to here ('AVX2', 'AVX512'; ATEN_CPU_CAPABILITY caps
     them), '-' off the CPU."""
     return torch.backends.cpu.get_cpu_capability() if device.type == "cpu" else "-"
-
-
-def cpu_flags() -> set[str]:
-    """The CPU's feature flags as Linux reports them (/proc/cpuinfo); empty elsewhere."""
-    return set(cpuinfo("flags").split())
 
 
 def cpuinfo(key: str) -> str:

@@ -1,7 +1,7 @@
-"""The training step and what it needs: seeding, the optimizer, one step under autocast.
+"""The training step and what it needs: seeding, the optimizer, the arithmetic, one step under autocast.
 
-Shared by the train stage (stages/train.py) and the arithmetic probe that times the
-same step in fp32 and bf16 (stages/precision.py).
+Shared by the train stage (stages/train.py) and the advisor that times the same step in fp32 and
+bf16 (stages/precision.py).
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from stages import config
+from stages.device import check_precision
 
 
 def seed_everything(seed: int) -> None:
@@ -25,6 +26,13 @@ def seed_everything(seed: int) -> None:
     # a CPU training step; nothing here reads memory it has not written.
     torch.utils.deterministic.fill_uninitialized_memory = False
     torch.backends.cudnn.benchmark = False
+
+
+def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    """bfloat16 for autocast under train.precision bf16 (refused on MPS: StageError), None for fp32."""
+    check_precision(precision, device)
+    return torch.bfloat16 if precision == "bf16" else None
+
 
 def make_optimizer(model: torch.nn.Module, cfg: config.Train, device: torch.device) -> torch.optim.Optimizer:
     """SGD or Adam over model's parameters; fused kernels on CPU and CUDA.
@@ -41,6 +49,7 @@ def make_optimizer(model: torch.nn.Module, cfg: config.Train, device: torch.devi
     # capturable: Adam keeps its step count on the device, as a CUDA graph needs.
     return torch.optim.Adam(model.parameters(), lr=lr, weight_decay=cfg.weight_decay, fused=fused,
                             capturable=device.type == "cuda")
+
 
 def make_step(*, model: torch.nn.Module, optimizer: torch.optim.Optimizer, amp_dtype: torch.dtype | None,
               label_smoothing: float, loss_sum: torch.Tensor, correct: torch.Tensor

@@ -19,12 +19,12 @@ from typing import Any
 
 import torch
 
-from stages import atomic, cli, config, data, paths, precision
+from stages import atomic, cli, config, data, paths
 from stages.device import cpu_kernels, device_info, resolve_device
 from stages.errors import StageError
 from stages.infer import score
 from stages.model import Net
-from stages.step import make_optimizer, make_step, seed_everything
+from stages.step import autocast_dtype, make_optimizer, make_step, seed_everything
 
 
 @dataclass
@@ -36,7 +36,6 @@ class Result:
     epochs_run: int
     stopped_because: str  # "target_accuracy", "patience" or "epochs"
     history: list[dict[str, float]] = field(default_factory=list)
-    states: list[dict[str, torch.Tensor]] = field(default_factory=list)  # every epoch's weights, in order
 
 
 # Images augmented per call of data.augment: one affine grid for many batches
@@ -156,8 +155,7 @@ def check_batch_size(cfg: config.Train, n_train: int) -> None:
 def train(*, train_x: torch.Tensor, train_y: torch.Tensor, val_x: torch.Tensor, val_y: torch.Tensor,
           cfg: config.Train, dropout: float, cuda_graph: bool = True,
           on_epoch: Callable[[dict[str, float]], None] = lambda record: None,
-          on_progress: Callable[[int, int], None] = lambda done, total: None,
-          on_step: Callable[[torch.nn.Module], None] = lambda model: None) -> Result:
+          on_progress: Callable[[int, int], None] = lambda done, total: None) -> Result:
     """Train a fresh Net; return the weights of the epoch `cfg.selection` picks and the per-epoch history.
 
     Stops at `cfg.target_accuracy` (when set), after `cfg.patience` epochs
@@ -166,13 +164,11 @@ def train(*, train_x: torch.Tensor, train_y: torch.Tensor, val_x: torch.Tensor, 
     (patience_from), or after `cfg.epochs`. On CUDA the
     training step runs as a CUDA graph unless `cuda_graph` is False.
     on_progress(images done, images in the epoch) is called every few
-    thousand images, on_epoch(record) at the end of each epoch, on_step(model)
-    after every optimizer step (bench.averaging keeps its weight averages so).
+    thousand images, on_epoch(record) at the end of each epoch.
     """
     check_batch_size(cfg, len(train_x))
     device = train_x.device
-    # First: under `auto` on a new CPU this times a probe, which must not draw from the seeded generators.
-    amp_dtype = precision.autocast_dtype(cfg.precision, device, cfg)
+    amp_dtype = autocast_dtype(cfg.precision, device)
     seed_everything(cfg.seed)
     generator = torch.Generator(device=device).manual_seed(cfg.seed)
     model = Net(dropout=dropout).to(device)
@@ -218,7 +214,6 @@ def train(*, train_x: torch.Tensor, train_y: torch.Tensor, val_x: torch.Tensor, 
             for i in range(0, len(batches), cfg.batch_size):
                 step(xs[i:i + cfg.batch_size], ys[i:i + cfg.batch_size])
                 schedule.step()
-                on_step(model)
             on_progress(first + len(batches), seen)
         val_accuracy, val_loss = score(model, val_x, val_y)
         record = {"epoch": epoch, "train_loss": loss_sum.item() / steps_per_epoch,
@@ -237,7 +232,7 @@ def train(*, train_x: torch.Tensor, train_y: torch.Tensor, val_x: torch.Tensor, 
     chosen = select_epoch(history, cfg.selection, len(val_x))
     return Result(saved_state=states[chosen], saved_epoch=chosen + 1, saved_accuracy=history[chosen]["val_accuracy"],
                   saved_loss=history[chosen]["val_loss"], epochs_run=len(history), stopped_because=stopped_because,
-                  history=history, states=states)
+                  history=history)
 
 
 def stop_reason(history: list[dict[str, float]], *, target_accuracy: float | None, patience: int,
@@ -352,14 +347,10 @@ def main(args: argparse.Namespace) -> None:
     train_x, train_y, val_x, val_y = data.load_holdout(paths.RAW_DIR, p.data.holdout_size, p.data.split_seed, device)
     print(f"validation: {len(val_x)} images held out of the training set (seed {p.data.split_seed}); "
           f"training on {len(train_x)}")
-    check_batch_size(p.train, len(train_x))  # before the probe below, which trains with that batch size
-    # `auto` on a CPU: this machine's measured choice (a probe of a few seconds on its first run here).
-    choice = precision.choose(p.train) if p.train.precision == "auto" and device.type == "cpu" else None
-    amp = precision.autocast_dtype(p.train.precision, device, p.train)
+    amp = autocast_dtype(p.train.precision, device)
     where = device_info(device)
     kernels = cpu_kernels(device)
     print(f"device: {where['device']} ({where['device_name']}), {'bfloat16 autocast' if amp else 'float32'}"
-          f"{f' (auto: {precision.describe(choice)})' if choice else ''}"
           f"{f', {kernels} kernels' if device.type == 'cpu' else ''}; {p.train.optimizer} lr {p.train.lr} "
           f"({p.train.schedule}), batch {p.train.batch_size}, up to {p.train.epochs} epochs", flush=True)
 
@@ -392,8 +383,6 @@ def main(args: argparse.Namespace) -> None:
     run = {"stopped_because": result.stopped_because, "saved_epoch": result.saved_epoch,
            "saved_val_accuracy": result.saved_accuracy, "device_name": where["device_name"],
            "precision": "bf16" if amp else "fp32", "kernels": kernels, "torch": torch.__version__}
-    if choice is not None and choice.bf16_speedup is not None:
-        run["bf16_speedup"] = choice.bf16_speedup  # what `auto` chose by: a step's time in fp32 / in bf16
     print(f"stopped: {result.stopped_because} after {result.epochs_run} epochs, {seconds:.1f} s; saved epoch "
           f"{result.saved_epoch} ({p.train.selection}), validation accuracy {result.saved_accuracy:.2%}")
     write_outputs(result=result, summary=summary, run=run, summary_text=summary_text, all_params=p.model_dump())

@@ -14,8 +14,8 @@ from stages import data
 from tests.helpers import REPO, make_images, write_dataset
 
 os.environ.setdefault("DVC_NO_ANALYTICS", "1")
-# The arithmetic probe's cache (stages/precision.py) of this test run, never the user's: shared by the run's
-# test processes and the stages they start, so that a run measures once (tests that check the cache use their own).
+# The user cache directory of this test run (DVC's and any library's), never the user's own: shared by the
+# run's test processes and the commands they start.
 os.environ["XDG_CACHE_HOME"] = str(Path(tempfile.gettempdir()) / "mnist-dvc-tests"
                                    / os.environ.get("PYTEST_XDIST_TESTRUNUID", str(os.getpid())))
 

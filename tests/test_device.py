@@ -10,7 +10,7 @@ import yaml
 
 from stages import device, params
 from stages.errors import ParamsError, StageError
-from stages.precision import autocast_dtype
+from stages.step import autocast_dtype
 
 # torch.cuda.get_arch_list() of a CUDA 13 wheel, and of an older one that still carried PTX for sm_50.
 CU130 = ["sm_75", "sm_80", "sm_86", "sm_90", "sm_100", "sm_120", "compute_120"]
@@ -61,7 +61,6 @@ def test_auto_takes_a_supported_gpu_silently(monkeypatch, capsys) -> None:
 def test_bf16_on_mps_is_refused_in_one_line_and_auto_trains_fp32_there() -> None:
     with pytest.raises(StageError, match=r"^params.yaml: train.precision: 'bf16' is not trained on MPS"):
         autocast_dtype("bf16", torch.device("mps"))
-    assert autocast_dtype("auto", torch.device("mps")) is None
     assert autocast_dtype("fp32", torch.device("mps")) is None
 
 
@@ -87,10 +86,10 @@ def test_the_precision_report_names_the_device_train_resolves_to(project: Path, 
 
     fake_gpu(monkeypatch, (9, 0))
     monkeypatch.setattr(precision, "device_info", lambda d: {"device": "cuda:0", "device_name": "NVIDIA H100"})
-    monkeypatch.setattr(precision, "choose", lambda *a, **k: pytest.fail("the CPU probe ran for a GPU"))
+    monkeypatch.setattr(precision, "measure", lambda *a, **k: pytest.fail("the CPU probe ran for a GPU"))
     raw = yaml.safe_load((project / "params.yaml").read_text())
-    raw["train"].update(device="auto", precision="auto")
+    raw["train"].update(device="auto", precision="bf16")
     (project / "params.yaml").write_text(yaml.safe_dump(raw))
     precision.main(precision.parser().parse_args([]))
-    assert capsys.readouterr().out.startswith("train.device auto trains on cuda:0 (NVIDIA H100): "
-                                              "train.precision auto trains in fp32 there")
+    assert capsys.readouterr().out == ("train.device auto trains on cuda:0 (NVIDIA H100): fp32 is advised there; "
+                                       "train.precision is bf16\n")

@@ -34,7 +34,7 @@ def test_repro_with_device_auto_trains_and_evaluates_on_the_gpu(tmp_path: Path) 
     summary = json.loads((repo / "reports/train/metrics.json").read_text())
     run = json.loads((repo / "reports/train/run.json").read_text())
     assert summary["device"].startswith("cuda:") and run["kernels"] == "-", (summary, run)
-    assert run["precision"] == "fp32"  # auto keeps fp32 on CUDA
+    assert run["precision"] == "fp32"  # the default
     lrs = [float(line.split("\t")[-1]) for line in
            (repo / "reports/train/plots/metrics/lr.tsv").read_text().splitlines()[1:]]
     # onecycle starts at lr / 25 (PyTorch's div_factor): the schedule's float, not a float32 tensor's read back
