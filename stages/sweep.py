@@ -18,15 +18,21 @@ from any clone: Slurm's accounting (`sacct`) and the Git remote's experiment ref
 from __future__ import annotations
 
 import argparse
+import itertools
 import re
 import shlex
 import shutil
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from stages import cli, config, paths, report
 from stages.errors import ParamsError, StageError
+
+if TYPE_CHECKING:
+    from hydra.core.override_parser.types import Override
+    from omegaconf import DictConfig
 
 JOB_PREFIX = "mnist-sweep-"  # Slurm's job name: JOB_PREFIX + the sweep's name
 NAME = re.compile(r"[a-z][a-z0-9-]{0,39}")
@@ -51,28 +57,76 @@ def git(*args: str, cwd: Path | str = ".") -> str:
     return done.stdout
 
 
-def grid(sets: list[str]) -> list[list[str]]:
-    """The -S values of each grid point, as `dvc exp run --queue` expands them: comma lists, range(...),
-    and the product of several -S (DVC's own parser, Hydra's override grammar)."""
-    from dvc.utils.cli_parse import to_path_overrides
-    from dvc.utils.hydra import get_hydra_sweeps
+def path_overrides(sets: list[str]) -> list[str]:
+    """The -S values as overrides of params.yaml, which `dvc exp run -S` would apply: a value may name the file
+    (`params.yaml:train.lr=0.1`, as DVC takes it); another file is refused (this pipeline reads no other)."""
+    overrides = []
+    for item in sets:
+        path, colon, override = item.partition("=")[0].partition(":")
+        if not colon:
+            overrides.append(item)
+        elif path == str(paths.PARAMS):
+            overrides.append(item.partition(":")[2])
+        else:
+            raise StageError(f"-S {item}: the pipeline's parameters are all in {paths.PARAMS}, not {path}")
+    return overrides
+
+
+def parse_overrides(overrides: list[str]) -> list[Override]:
+    """Hydra's override grammar, as `dvc exp run -S` parses it; StageError on a value it cannot read."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
 
     try:
-        points = get_hydra_sweeps(to_path_overrides(sets))
+        return OverridesParser.create().parse_overrides(overrides)
     except Exception as exc:  # Hydra's parse errors come in several classes; each says what it could not read
-        raise StageError(f"-S {' '.join(sets)}: not a sweep DVC can read: {str(exc).splitlines()[0]}") from None
-    return [[f"{path}:{o}" if path != str(paths.PARAMS) else o for path, overrides in point.items()
-             for o in overrides] for point in points]
+        raise StageError(f"-S {' '.join(overrides)}: not a sweep DVC can read: {str(exc).splitlines()[0]}") from None
+
+
+def grid(sets: list[str]) -> list[list[str]]:
+    """The -S values of each grid point, as `dvc exp run --queue` expands them: comma lists, range(...),
+    and the product of several -S (Hydra's override grammar, through its public parser, as DVC uses it;
+    tests/test_sweeps_e2e.py holds the two to each other with a real `dvc exp run --queue`)."""
+    from hydra.core.override_parser.types import ValueType
+
+    choices = []
+    for override in parse_overrides(path_overrides(sets)):
+        key = override.get_key_element()
+        if not override.is_sweep_override():
+            choices.append([f"{key}={override.get_value_element_as_str()}"])
+        elif override.is_discrete_sweep() and override.value_type != ValueType.GLOB_CHOICE_SWEEP:
+            choices.append([f"{key}={value}" for value in override.sweep_string_iterator()])
+        else:  # interval(...) or glob(...): DVC refuses them too
+            raise StageError(f"-S {override.input_line}: not a sweep DVC can read: only comma lists, range(...) "
+                             "and choice(...) expand into runs")
+    return [list(point) for point in itertools.product(*choices)]
+
+
+def apply_override(params: DictConfig, override: Override) -> None:
+    """One override applied to params as Hydra applies it to a config (`key=v` sets a key that exists, `+key=v`
+    adds one, `++key=v` sets or adds, `~key` deletes), through OmegaConf's public API."""
+    from omegaconf import OmegaConf, open_dict
+
+    key, value = override.key_or_group, override.value()
+    exists = OmegaConf.select(params, key, throw_on_missing=False) is not None
+    if override.is_delete():
+        if not exists:
+            raise ParamsError("params.yaml has no such key")
+        parent, _, leaf = key.rpartition(".")
+        with open_dict(params):
+            del (OmegaConf.select(params, parent) if parent else params)[leaf]
+    elif override.is_add() and exists:
+        raise ParamsError("params.yaml has this key already (drop the +)")
+    else:
+        # As DVC: a key params.yaml does not have is an error (struct mode), unless + or ++ adds it.
+        OmegaConf.update(params, key, value, merge=True, force_add=override.is_add() or override.is_force_add())
 
 
 def check_points(points: list[list[str]]) -> None:
     """Raise ParamsError, naming the point, if params.yaml with a point's -S values is not valid (stages/config.py).
 
-    The values are applied as `dvc exp run -S` applies them (DVC's own Hydra overrides on params.yaml), in
-    memory: a 200-point grid is checked in a fraction of a second.
+    The values are applied as `dvc exp run -S` applies them (Hydra's overrides on params.yaml), in memory: a
+    200-point grid is checked in a fraction of a second.
     """
-    from dvc.utils.hydra import to_hydra_overrides
-    from hydra._internal.config_loader_impl import ConfigLoaderImpl
     from omegaconf import OmegaConf
 
     raw = config.read_yaml(paths.PARAMS)
@@ -80,11 +134,12 @@ def check_points(points: list[list[str]]) -> None:
         params = OmegaConf.create(raw)
         OmegaConf.set_struct(params, True)  # as DVC: a key params.yaml does not have is an error, not a new key
         try:
-            ConfigLoaderImpl._apply_overrides_to_config(to_hydra_overrides(point), params)
+            for override in parse_overrides(point):
+                apply_override(params, override)
             config.parse(OmegaConf.to_object(params))
-        except ParamsError as exc:
+        except (ParamsError, StageError) as exc:
             raise ParamsError(f"{' '.join(point)}: {exc}") from None
-        except Exception as exc:  # Hydra's and OmegaConf's errors: a key that params.yaml does not have, say
+        except Exception as exc:  # OmegaConf's errors: a key that params.yaml does not have, say
             missing = "; params.yaml has no such key" if "not in struct" in str(exc) else ""
             raise ParamsError(f"{' '.join(point)}: {str(exc).splitlines()[0]}{missing}") from None
 

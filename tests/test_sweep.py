@@ -5,6 +5,7 @@ and no sbatch. No cluster needed: each refusal comes before sbatch would run."""
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -13,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from stages import sweep
+from stages.errors import ParamsError, StageError
 from tests.helpers import REPO
 
 GIT = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.invalid", "GIT_COMMITTER_NAME": "t",
@@ -105,3 +107,31 @@ def test_each_tasks_latest_attempt_is_read_from_slurms_rows() -> None:
     assert sorted(pending) == list(range(200)) and {t.state for t in pending.values()} == {"pending"}
     line = sweep.status_line("s", tasks[0], arrived=False)
     assert line.startswith("s-0  failed (signal 9) not on the Git remote; no log at /home/u/mnist/sweeps/s/logs/30_0")
+
+
+def test_the_grid_is_the_product_of_every_sweep_as_dvc_expands_it() -> None:
+    # The order of `dvc exp run --queue`: the first -S varies slowest.
+    assert sweep.grid(["train.seed=range(0,6,3)", "params.yaml:train.lr=0.1,1e-3", "train.schedule=constant"]) == [
+        ["train.seed=0", "train.lr=0.1", "train.schedule=constant"],
+        ["train.seed=0", "train.lr=0.001", "train.schedule=constant"],
+        ["train.seed=3", "train.lr=0.1", "train.schedule=constant"],
+        ["train.seed=3", "train.lr=0.001", "train.schedule=constant"]]
+    assert sweep.grid(["train.target_accuracy=choice(0.99,0.995)", "train.augment.rotate=5"]) == [
+        ["train.target_accuracy=0.99", "train.augment.rotate=5"],
+        ["train.target_accuracy=0.995", "train.augment.rotate=5"]]
+    for sets, words in ((["train.lr=interval(0,1)"], "only comma lists, range(...) and choice(...)"),
+                        (["train.lr=glob(*)"], "only comma lists, range(...) and choice(...)"),
+                        (["other.yaml:train.lr=1"], "the pipeline's parameters are all in params.yaml")):
+        with pytest.raises(StageError, match=re.escape(words)):
+            sweep.grid(sets)
+
+
+def test_each_point_is_applied_to_params_yaml_as_dvc_applies_it(project: Path, monkeypatch) -> None:
+    monkeypatch.chdir(project)
+    sweep.check_points([["train.lr=0.1", "++train.seed=3"], ["train.augment.rotate=0"]])
+    for point, expected in ((["train.nosuch=1"], "train.nosuch=1: Key 'nosuch' is not in struct"),
+                            (["+train.lr=0.1"], "+train.lr=0.1: params.yaml has this key already (drop the +)"),
+                            (["~train.nosuch"], "~train.nosuch: params.yaml has no such key"),
+                            (["+train.extra=1"], "+train.extra=1: params.yaml: unknown key 'train.extra'")):
+        with pytest.raises(ParamsError, match=re.escape(expected)):
+            sweep.check_points([point])
