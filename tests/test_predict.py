@@ -213,3 +213,104 @@ def test_a_photo_stored_sideways_with_its_exif_orientation_reads_upright(tmp_pat
     assert read.shape == predict.read_gray(tmp_path / "upright.jpg").shape
     assert torch.allclose(predict.to_mnist(read), predict.to_mnist(predict.read_gray(tmp_path / "upright.jpg")),
                           atol=0.05)
+
+
+def drawn(digit: str, pen: int) -> Image.Image:
+    """A digit drawn in black with a round-ended pen `pen` px wide on a 200 x 260 white canvas."""
+    from PIL import ImageDraw
+
+    strokes = {"7": [[(50, 50), (150, 50), (90, 220)]],
+               "4": [[(120, 40), (50, 160), (160, 160)], [(120, 40), (120, 220)]],
+               "2": [[(55, 80), (80, 45), (120, 45), (145, 80), (50, 220), (150, 220)]],
+               "9": [[(138, 80), (128, 220)]]}[digit]
+    image = Image.new("L", (200, 260), 255)
+    draw = ImageDraw.Draw(image)
+    if digit == "9":
+        draw.ellipse((60, 40, 140, 120), outline=0, width=pen)
+    for line in strokes:
+        draw.line(line, fill=0, width=pen, joint="curve")
+    return image
+
+
+def cropped(image: Image.Image, margin: int) -> Image.Image:
+    """The image cropped to its dark ink's bounding box, plus `margin` px of paper on each side."""
+    left, top, right, bottom = ImageOps.invert(image).getbbox()
+    return image.crop((left - margin, top - margin, right + margin, bottom + margin))
+
+
+@pytest.mark.parametrize("digit", ["7", "4", "2", "9"])
+@pytest.mark.parametrize("pen", [4, 16, 30])
+def test_a_digit_cropped_tight_to_its_ink_prepares_as_it_does_with_a_margin(tmp_path: Path, digit: str,
+                                                                            pen: int) -> None:
+    # Before: the strokes that touch the edge, and a bold pen's strokes wider than a third of the picture's
+    # shorter side, were taken for paper and subtracted (a tight bold 7 prepared as a 1).
+    page = drawn(digit, pen)
+    prepared = {}
+    for name, image in (("page", page), ("margin", cropped(page, 20)), ("tight", cropped(page, 0))):
+        image.save(tmp_path / f"{name}.png")
+        prepared[name] = pixels(predict.to_mnist(predict.read_gray(tmp_path / f"{name}.png")))
+    for name in ("margin", "tight"):
+        assert (prepared[name] - prepared["page"]).abs().max() < 0.05, name
+
+
+# Pictures that once ended in a traceback or are easy to get wrong; each gets an answer or one line.
+ODD_IMAGES = {
+    "one_pixel.png": lambda: Image.new("L", (1, 1), 0),
+    "two_by_two.png": lambda: Image.new("L", (2, 2), 255),
+    "one_colour.png": lambda: Image.new("RGB", (64, 64), (200, 30, 30)),
+    "half_ink.png": lambda: Image.merge("L", [Image.frombytes("L", (30, 30), bytes(
+        ([0] * 15 + [255] * 15) * 30))]),
+    "noise.png": lambda: Image.frombytes("L", (48, 48), bytes(torch.randint(0, 256, (48 * 48,),
+                                         generator=torch.Generator().manual_seed(0)).tolist())),
+    "row.png": lambda: Image.frombytes("L", (40, 1), bytes([255] * 15 + [0] * 10 + [255] * 15)),
+    "column.png": lambda: Image.frombytes("L", (1, 40), bytes([255] * 15 + [0] * 10 + [255] * 15)),
+}
+
+
+def test_no_picture_ends_in_a_traceback(tmp_path: Path) -> None:
+    for name, make in ODD_IMAGES.items():
+        make().save(tmp_path / name)
+        try:
+            x = predict.to_mnist(predict.read_gray(tmp_path / name), name)
+        except StageError as exc:
+            assert str(exc).startswith(f"{name}: ") and "\n" not in str(exc)
+        else:
+            assert x.shape == (1, 28, 28) and torch.isfinite(x).all(), name
+
+
+def test_palette_16_bit_and_cmyk_files_prepare_like_the_8_bit_grey_original(tmp_path: Path) -> None:
+    with Image.open(SEVEN) as image:
+        grey = image.convert("L")
+    grey.convert("P").save(tmp_path / "palette.png")
+    grey.convert("I").point(lambda v: v * 257).convert("I;16").save(tmp_path / "sixteen.png")
+    grey.convert("CMYK").save(tmp_path / "cmyk.jpg", quality=100)
+    with Image.open(tmp_path / "sixteen.png") as sixteen:
+        assert sixteen.mode.startswith("I")  # the file really is 16-bit
+    reference = predict.to_mnist(predict.read_gray(SEVEN))
+    for name, tolerance in (("palette.png", 1e-5), ("sixteen.png", 0.02), ("cmyk.jpg", 0.1)):
+        assert (predict.to_mnist(predict.read_gray(tmp_path / name)) - reference).abs().max() < tolerance / STD, name
+
+
+def test_a_batch_answers_every_file_it_can_and_one_line_for_each_it_cannot(tmp_path: Path, capsys,
+                                                                           model_file: Path) -> None:
+    Image.new("L", (40, 40), 255).save(tmp_path / "blank.png")
+    (tmp_path / "truncated.png").write_bytes(SEVEN.read_bytes()[: SEVEN.stat().st_size // 2])
+    files = [str(SEVEN), str(tmp_path / "blank.png"), str(tmp_path / "truncated.png"), str(SEVEN)]
+    with pytest.raises(SystemExit) as exit_info:
+        cli.run(predict.main, predict.parser(), [*files, "--model", str(model_file)])
+    out, err = capsys.readouterr()
+    assert exit_info.value.code == 1  # some failed
+    assert [line.split(": ")[0] for line in out.splitlines()] == [str(SEVEN), str(SEVEN)]
+    assert err.splitlines()[0] == (f"error: {tmp_path / 'blank.png'}: no digit found (the image is blank or "
+                                   "nearly uniform)")
+    assert err.splitlines()[1].startswith(f"error: {tmp_path / 'truncated.png'}: not a readable image (")
+    assert len(err.splitlines()) == 2
+
+    with pytest.raises(SystemExit):
+        cli.run(predict.main, predict.parser(), [*files, "--model", str(model_file), "--json"])
+    results = json.loads(capsys.readouterr().out)
+    assert [r["file"] for r in results] == files
+    assert ["error" in r for r in results] == [False, True, True, False]
+    assert results[0]["digit"] == results[3]["digit"] and "no digit found" in results[1]["error"]
+    # Nothing readable at all: exit 2, as a single bad file always did.
+    assert refused(capsys, [str(tmp_path / "blank.png"), "--model", str(model_file)]).startswith("error: ")
