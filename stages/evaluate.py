@@ -9,7 +9,8 @@ to reports/eval: details.json (errors, loss, the held-out group's mean, the
 worst corruption's name), the accuracy of each digit and under each corruption
 for bar charts (per_class.json, robustness.json; `dvc plots diff` compares
 them), and one row per test image for DVC's `confusion` template
-(confusion.json).
+(confusion.json). And reports/model_card.md: what the model is, what it was
+trained on, these figures and its limits, on one page (stages/card.py).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from typing import Any
 
 import torch
 
-from stages import atomic, cli, config, corruptions, data, paths
+from stages import atomic, card, cli, config, corruptions, data, paths
 from stages.device import resolve_device
 from stages.infer import load_checkpoint, logits, probabilities
 
@@ -94,7 +95,7 @@ def parser() -> argparse.ArgumentParser:
                       reads=["params.yaml (train.device)", str(paths.MODEL), f"{paths.RAW_DIR}/ (the test images)",
                              f"{paths.SUITE} (the robustness suite)"],
                       writes=[str(paths.METRICS), str(paths.EVAL_DETAILS), str(paths.CONFUSION),
-                              str(paths.PER_CLASS), str(paths.PER_CORRUPTION)])
+                              str(paths.PER_CLASS), str(paths.PER_CORRUPTION), str(paths.MODEL_CARD)])
 
 
 def main(args: argparse.Namespace) -> None:
@@ -114,8 +115,11 @@ def main(args: argparse.Namespace) -> None:
     atomic.write_json(paths.PER_CLASS, per_class)
     atomic.write_json(paths.PER_CORRUPTION, per_corruption)
     atomic.write_json(paths.EVAL_DETAILS, details)
-    atomic.write_json(paths.METRICS, metrics)
     test, robust = figures["test"], figures["robustness"]
+    atomic.write_text(paths.MODEL_CARD, card.model_card(checkpoint=checkpoint, test=test, robustness=robust,
+                                                        per_class=per_class, n_test=len(labels),
+                                                        suite_size=len(suite["labels"])))
+    atomic.write_json(paths.METRICS, metrics)
     print(f"test accuracy {test['accuracy']:.2%} with the one-pixel shifts ({test['errors']} errors in "
           f"{len(labels)}), {test['one_pass']:.2%} in one pass ({test['one_pass_errors']} errors); loss "
           f"{test['loss']:.4f}; model from epoch {checkpoint.get('epoch')}\n"

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from stages import cli, corrupt, corruptions, data, evaluate, infer
+from stages import cli, config, corrupt, corruptions, data, evaluate, infer
 from stages.model import Net
 from tests.helpers import make_images
 
@@ -32,7 +32,8 @@ def test_robustness_scores_each_corruption_of_the_suite_alone() -> None:
 def test_evaluate_writes_the_suite_into_the_metrics_and_the_plot_rows(project: Path, capsys) -> None:
     torch.manual_seed(0)
     (project / "models").mkdir()
-    torch.save({"state_dict": Net().state_dict(), "epoch": 1}, project / "models" / "model.pt")
+    torch.save({"state_dict": Net().state_dict(), "epoch": 1, "val_accuracy": 0.5,
+                "params": config.load(project / "params.yaml").model_dump()}, project / "models" / "model.pt")
     cli.run(corrupt.main, corrupt.parser(), [])
     cli.run(evaluate.main, evaluate.parser(), [])
     out = capsys.readouterr().out

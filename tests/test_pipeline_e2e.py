@@ -43,6 +43,44 @@ def test_repro_writes_every_output(dvc_repo) -> None:
     assert "Total params: 9,802" in (repo / "reports/train/model_summary.txt").read_text()
 
 
+def test_the_onnx_export_answers_as_the_model_does_in_onnxruntime(dvc_repo) -> None:
+    import onnxruntime
+
+    from stages import data
+    from stages.infer import load_checkpoint, logits
+
+    repo, _ = dvc_repo
+    session = onnxruntime.InferenceSession(repo / "models/model.onnx", providers=["CPUExecutionProvider"])
+    assert [(i.name, i.shape) for i in session.get_inputs()] == [("image", ["batch", 1, 28, 28])]
+    images, labels = data.load(repo / "data/raw", "test", torch.device("cpu"))
+    onnx_logits = torch.from_numpy(session.run(["logits"], {"image": images.numpy()})[0])
+    model, _ = load_checkpoint(repo / "models/model.pt", torch.device("cpu"))
+    assert (onnx_logits - logits(model, images)).abs().max() < 1e-4
+    # Its single pass over the test images is the one `evaluate` reports.
+    one_pass = json.loads((repo / "reports/metrics.json").read_text())["test"]["one_pass"]
+    assert int((onnx_logits.argmax(1) == labels).sum()) / len(labels) == one_pass
+    assert "mnist-cnn-onnx" in yaml.safe_load((repo / "dvc.yaml").read_text())["artifacts"]
+
+
+def test_the_model_card_holds_this_runs_figures(dvc_repo) -> None:
+    repo, _ = dvc_repo
+    card = (repo / "reports/model_card.md").read_text()
+    metrics = json.loads((repo / "reports/metrics.json").read_text())
+    details = json.loads((repo / "reports/eval/details.json").read_text())
+    checkpoint = torch.load(repo / "models/model.pt", weights_only=True)
+    test = metrics["test"]
+    assert (f"| {100 * test['accuracy']:.2f} % | {details['test']['errors']} |" in card
+            and f"| {100 * test['one_pass']:.2f} % | {details['test']['one_pass_errors']} |" in card)
+    robustness = metrics["robustness"]
+    assert f"Mean {100 * robustness['mean']:.2f} %; worst {100 * robustness['worst']:.2f} % " \
+           f"({details['robustness']['worst_corruption']})" in card
+    assert f"{100 * details['robustness']['held_out']:.2f} %." in card
+    per_class = json.loads((repo / "reports/eval/per_class.json").read_text())
+    assert "| accuracy | " + " | ".join(f"{100 * r['accuracy']:.2f} %" for r in per_class) + " |" in card
+    assert f"epoch {checkpoint['epoch']}, chosen on the" in card and "9,802 trainable" in card
+    assert f"seed {checkpoint['params']['train']['seed']};" in card
+
+
 def test_outputs_are_dvc_tracked_not_in_git(dvc_repo) -> None:
     repo, env = dvc_repo
     tracked = sh(repo, "git", "ls-files", env=env).split()
