@@ -101,10 +101,12 @@ def test_a_disk_that_fills_while_the_checkpoint_or_the_metrics_are_written(disk:
     assert stage(root, "train").returncode == 0
     assert (root / "models/model.pt").read_bytes() == model
 
-    # evaluate: the per-image and per-digit rows fit, the metrics file after them does not.
+    # evaluate: the per-image and per-digit rows and the model card fit, the metrics file after them does not.
+    card_pages = pages(root / "reports/model_card.md")
     shutil.rmtree(root / "reports/eval")
     (root / "reports/metrics.json").unlink()
-    filler = fill(disk, eval_rows * PAGE)
+    (root / "reports/model_card.md").unlink()
+    filler = fill(disk, (eval_rows + card_pages) * PAGE)
     done = stage(root, "evaluate")
     assert done.returncode == 2 and done.stderr.splitlines()[-1] == f"error: reports/metrics.json: {FULL}", done.stderr
     assert not (root / "reports/metrics.json").exists() and leftovers(root) == []
