@@ -1,6 +1,6 @@
 """Two recipes' train stages as whole processes, side by side: A B A B, with the ratio B / A per pair.
 
-    python -m bench.stage_ab --data DIR --b train.epochs=13,train.low_res.epochs=10 \\
+    python -m bench.stage_ab --data DIR --b train.epochs=13,train.batch_size=128 \\
         [--a KEY=VALUE,...] [--pairs 2] [--json FILE]
 
 Each side is params.yaml with its `key=value` overrides (validated as `dvc exp run -S` is), in a scratch

@@ -22,13 +22,11 @@ def pct(x: float) -> str:
 def recipe(params: dict[str, Any]) -> str:
     """The training params that decide the weights, as one line a person can read and `dvc exp run -S` can set."""
     t, aug = params["train"], params["train"]["augment"]
-    low_res = (f"; the first {t['low_res']['epochs']} epochs on {t['low_res']['size']}-px crops around the digit"
-               if t.get("low_res", {}).get("epochs") else "")
     return (f"{t['optimizer']} (lr {t['lr']}, {t['schedule']}), batch {t['batch_size']}, at most {t['epochs']} "
             f"epochs with early stopping (patience {t['patience']}), label smoothing {t['label_smoothing']}, "
             f"{t['precision']}, seed {t['seed']}; augmentation: rotation ±{aug['rotate']}°, shift ±{aug['translate']} "
             f"of the side, scale ±{aug['scale']}, a change of look on {aug['appearance']:.0%} of the images "
-            f"(pen width, blur, low resolution, noise, grey paper){low_res}")
+            f"(pen width, blur, low resolution, noise, grey paper)")
 
 
 def model_card(*, checkpoint: dict[str, Any], test: dict[str, Any], robustness: dict[str, float],

@@ -78,16 +78,6 @@ class Augment(_Section):
                                  "resolution, sensor noise, or grey paper and faded ink; " + OFF + ".")
 
 
-class LowRes(_Section):
-    """Progressive resizing: the first epochs train on small crops around each digit, the last ones at 28 px."""
-
-    epochs: int = Field(0, ge=0, description="Epochs, from the first, that train on `size`-px crops around each "
-                        "digit's ink (fewer pixels, a faster step); must leave the last epoch at 28 px, which the "
-                        "hold-out, the test set and users' pictures have; " + OFF + ".")
-    size: int = Field(20, ge=20, le=28, description="Side of those crops in pixels: MNIST's digits fit a 20x20 "
-                      "box, and the network needs at least 20 (two pools, then two unpadded 3x3 convolutions).")
-
-
 class Train(_Section):
     """The train stage: device, arithmetic, optimizer, schedule, regularization, stopping and selection."""
 
@@ -121,8 +111,6 @@ class Train(_Section):
                           "rate has annealed to half its peak (a constant rate: from the first epoch); " + OFF + ".")
     augment: Augment = Field(default_factory=Augment,
                              description="Random affine transform per image and epoch, and a change of look of some.")
-    low_res: LowRes = Field(default_factory=LowRes, description="The first epochs on small crops around each "
-                            "digit (progressive resizing), the rest at 28 px.")
 
 
 class Plots(_Section):
@@ -146,14 +134,6 @@ class Params(_Section):
         if self.train.batch_size > left:
             raise PydanticCustomError("params", "train.batch_size: must be at most the training set left after "
                                       "the hold-out ({left} images)", {"left": left})
-        return self
-
-    @model_validator(mode="after")
-    def _last_epoch_full_size(self) -> Params:
-        if self.train.low_res.epochs >= self.train.epochs:
-            raise PydanticCustomError("params", "train.low_res.epochs: must be less than train.epochs "
-                                      "({epochs}), so that the last epochs train at 28 px",
-                                      {"epochs": self.train.epochs})
         return self
 
 

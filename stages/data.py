@@ -87,36 +87,6 @@ def border_by_clamping(x: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
 
 
-# Ink, for crop_to_ink: a pixel this far above the paper, as a fraction of full brightness. MNIST's anti-aliased
-# strokes fade from 1 to 0 over a pixel or two; below a tenth they are the digit's faint rim.
-INK = 0.1
-
-
-def crop_to_ink(x: torch.Tensor, size: int) -> torch.Tensor:
-    """A normalized batch (N, 1, H, W) -> (N, 1, size, size): each image's square window around its ink.
-
-    The window is centred on the bounding box of the pixels brighter than the paper by INK, and kept inside
-    the image. MNIST's digits fit a 20x20 box (NIST's size normalisation), so a window of 20 px or more keeps
-    all of an unaugmented digit; after the affine augmentation a rotated or enlarged digit may lose a pixel
-    of its rim. An image with no ink is cut from its centre.
-    """
-    n, _, height, width = x.shape
-    ink = x[:, 0] > (INK - MEAN) / STD  # pixel value of INK, normalized: the paper is -MEAN / STD
-
-    def starts(mask: torch.Tensor, length: int) -> torch.Tensor:
-        """(N,) first index of a window of `size` around each row's True span (N, length)."""
-        index = torch.arange(length, device=x.device)
-        first = torch.where(mask, index, length).amin(1)
-        last = torch.where(mask, index, -1).amax(1)
-        twice_centre = torch.where(mask.any(1), first + last, torch.full_like(first, length - 1))
-        return ((twice_centre + 1 - size) // 2).clamp(0, length - size)
-
-    rows = starts(ink.any(2), height)[:, None] + torch.arange(size, device=x.device)  # (N, size)
-    cols = starts(ink.any(1), width)[:, None] + torch.arange(size, device=x.device)
-    images = torch.arange(n, device=x.device)[:, None, None]
-    return x[images, 0, rows[:, :, None], cols[:, None, :]].unsqueeze(1)
-
-
 # The changes of look that data.appearance draws from, each on pixels in [0, 1] (N, 1, 28, 28). Each is a
 # kind of change a user's picture brings (the robustness suite's trained-on group, stages/corruptions.py
 # TRAINED_ON); the held-out group's corruptions are none of them (bench/results/zen4-2026-12-03/augment.md).

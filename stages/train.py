@@ -207,8 +207,6 @@ def train(*, train_x: torch.Tensor, train_y: torch.Tensor, val_x: torch.Tensor, 
             if augmenting:
                 xs = data.augment(xs, rotate=aug.rotate, translate=aug.translate, scale=aug.scale,
                                   generator=generator)
-            if epoch <= cfg.low_res.epochs:
-                xs = data.crop_to_ink(xs, cfg.low_res.size)
             if aug.appearance > 0:
                 xs = data.appearance(xs, share=aug.appearance, generator=generator)
             for i in range(0, len(batches), cfg.batch_size):

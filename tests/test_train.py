@@ -9,7 +9,7 @@ from stages import config, data
 from stages.device import resolve_device
 from stages.errors import StageError
 from stages.infer import score, score_weights
-from stages.model import MEAN, STD, Net
+from stages.model import Net
 from stages.train import (
     HostSchedule,
     Result,
@@ -290,44 +290,3 @@ def test_a_tensor_learning_rate_follows_the_schedule_and_the_history_gets_its_fl
         assert tensor_lr.param_groups[0]["lr"].item() == pytest.approx(expected, rel=1e-6)
         reference.step()
         followed.step()
-
-
-def test_a_crop_around_the_ink_keeps_all_of_the_digit_wherever_it_sits_in_the_frame() -> None:
-    g = torch.Generator().manual_seed(0)
-    pixels = torch.zeros(3, 1, 28, 28)  # paper
-    pixels[0, 0, 0:20, 8:28] = 0.2 + 0.8 * torch.rand(20, 20, generator=g)  # a 20x20 digit in the top right corner
-    pixels[1, 0, 5:23, 3:15] = 0.2 + 0.8 * torch.rand(18, 12, generator=g)  # an 18x12 one left of centre
-    # pixels[2] stays blank
-    x = (pixels - MEAN) / STD
-    crops = data.crop_to_ink(x, 20)
-    assert crops.shape == (3, 1, 20, 20)
-    ink = (crops * STD + MEAN).sum((1, 2, 3))
-    assert torch.allclose(ink[:2], pixels[:2].sum((1, 2, 3)), rtol=1e-5)  # every bit of ink is inside the crop
-    assert torch.equal(crops[1], x[1, :, 4:24, 0:20])  # centred on the ink, kept inside the frame
-    assert torch.equal(crops[2], x[2, :, 4:24, 4:24])  # no ink: the centre
-
-
-def test_an_augmented_mnist_like_digit_keeps_its_ink_in_a_24_px_crop() -> None:
-    pixels = torch.zeros(64, 1, 28, 28)
-    pixels[:, :, 4:24, 4:24] = 1.0  # a digit filling the 20x20 box MNIST normalises to
-    x = data.augment((pixels - MEAN) / STD, rotate=5.0, translate=0.08, scale=0.03,
-                     generator=torch.Generator().manual_seed(0))
-    kept = (data.crop_to_ink(x, 24) * STD + MEAN).sum((1, 2, 3))
-    assert torch.allclose(kept, (x * STD + MEAN).sum((1, 2, 3)), rtol=1e-4)
-
-
-def test_low_resolution_epochs_train_on_crops_and_the_last_ones_at_28_px(tiny, monkeypatch) -> None:
-    sides: list[list[int]] = [[]]
-    forward = Net.forward
-
-    def spy(self: Net, x: torch.Tensor) -> torch.Tensor:
-        if self.training:
-            sides[-1].append(x.shape[-1])
-        return forward(self, x)
-
-    monkeypatch.setattr(Net, "forward", spy)
-    cfg = default_train().model_copy(update={"batch_size": 32, "precision": "fp32", "epochs": 3, "patience": 0,
-                                             "low_res": config.LowRes(epochs=2, size=20)})
-    result = train(**tiny, cfg=cfg, dropout=0.0, on_epoch=lambda record: sides.append([]))
-    assert [set(s) for s in sides[:3]] == [{20}, {20}, {28}]
-    assert result.history[-1]["val_accuracy"] > 0.5  # the hold-out is scored at 28 px throughout
