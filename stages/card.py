@@ -26,7 +26,9 @@ def recipe(params: dict[str, Any]) -> str:
             f"epochs with early stopping (patience {t['patience']}), label smoothing {t['label_smoothing']}, "
             f"{t['precision']}, seed {t['seed']}; augmentation: rotation ±{aug['rotate']}°, shift ±{aug['translate']} "
             f"of the side, scale ±{aug['scale']}, a change of look on {aug['appearance']:.0%} of the images "
-            f"(pen width, blur, low resolution, noise, grey paper)")
+            f"(pen width, blur, low resolution, noise, grey paper)"
+            + (f"; pruning: {t['prune']['share']:.0%} of the images already learned left out of each epoch but the "
+               f"first and the last {t['prune']['full_epochs']}" if t["prune"]["share"] else ""))
 
 
 def model_card(*, checkpoint: dict[str, Any], test: dict[str, Any], robustness: dict[str, float],

@@ -78,6 +78,16 @@ class Augment(_Section):
                                  "resolution, sensor noise, or grey paper and faded ink; " + OFF + ".")
 
 
+class Prune(_Section):
+    """InfoBatch-style pruning (Qin et al., ICLR 2024): fewer images in an epoch, the same expected gradient."""
+
+    share: Fraction = Field(0.0, description="Per epoch, this share of the images whose last loss was below the "
+                            "mean is left out at random (not augmented, no step), and the loss of those kept is "
+                            "scaled by 1 / (1 - share), so the expected gradient stays the same; " + OFF + ".")
+    full_epochs: int = Field(2, ge=0, description="The last epochs train on every image, unscaled (InfoBatch's "
+                             "annealing); the first epoch always does, as no image has a loss yet.")
+
+
 class Train(_Section):
     """The train stage: device, arithmetic, optimizer, schedule, regularization, stopping and selection."""
 
@@ -111,6 +121,8 @@ class Train(_Section):
                           "rate has annealed to half its peak (a constant rate: from the first epoch); " + OFF + ".")
     augment: Augment = Field(default_factory=Augment,
                              description="Random affine transform per image and epoch, and a change of look of some.")
+    prune: Prune = Field(default_factory=Prune, description="Leave out some of the images already learned from an "
+                         "epoch (InfoBatch), for a shorter epoch.")
 
 
 class Plots(_Section):

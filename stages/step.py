@@ -52,17 +52,26 @@ def make_optimizer(model: torch.nn.Module, cfg: config.Train, device: torch.devi
 
 
 def make_step(*, model: torch.nn.Module, optimizer: torch.optim.Optimizer, amp_dtype: torch.dtype | None,
-              label_smoothing: float, loss_sum: torch.Tensor, correct: torch.Tensor
-              ) -> Callable[[torch.Tensor, torch.Tensor], None]:
-    """One optimizer step on a batch; the batch's loss and correct count are added to the two sums in place."""
+              label_smoothing: float, loss_sum: torch.Tensor, correct: torch.Tensor,
+              losses: torch.Tensor | None = None) -> Callable[..., None]:
+    """One optimizer step on a batch; the batch's loss and correct count are added to the two sums in place.
+
+    With `losses` (a tensor of one batch's size), step(x, y, weight) also takes a loss weight per image, and
+    writes each image's own (unweighted) loss into `losses` for the caller to read after the step.
+    """
     device_type = loss_sum.device.type
 
-    def step(x: torch.Tensor, y: torch.Tensor) -> None:
+    def step(x: torch.Tensor, y: torch.Tensor, weight: torch.Tensor | None = None) -> None:
         # No cast cache: each weight is cast once per forward anyway, and a CUDA graph may not keep one.
         with torch.autocast(device_type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None,
                             cache_enabled=False):
             out = model(x)
-        loss = F.cross_entropy(out.float(), y, label_smoothing=label_smoothing)
+        if losses is None:
+            loss = F.cross_entropy(out.float(), y, label_smoothing=label_smoothing)
+        else:
+            each = F.cross_entropy(out.float(), y, label_smoothing=label_smoothing, reduction="none")
+            losses.copy_(each.detach())
+            loss = (each * weight).mean()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

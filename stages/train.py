@@ -111,26 +111,27 @@ def patience_from(history: list[dict[str, float]], cfg: config.Train) -> int:
                 len(history) + 1)
 
 
-def cuda_graphed(step: Callable[[torch.Tensor, torch.Tensor], None]) -> Callable[[torch.Tensor, torch.Tensor], None]:
+def cuda_graphed(step: Callable[..., None]) -> Callable[..., None]:
     """`step` replayed as one CUDA graph instead of ~100 kernel launches from Python.
 
     The first GRAPH_WARMUP_STEPS calls run eagerly on a side stream (as CUDA
     graph capture requires); the next call is captured and replayed, and every
-    later call copies its batch into the captured input and replays. Every call
-    is a real training step, the same kernels on the same data as eager mode.
+    later call copies its batch (its tensors: images, labels, loss weights) into
+    the captured inputs and replays. Every call is a real training step, the same
+    kernels on the same data as eager mode.
     """
     static: list[torch.Tensor] = []
     graph = torch.cuda.CUDAGraph()
     calls = 0
 
-    def run(x: torch.Tensor, y: torch.Tensor) -> None:
+    def run(*batch: torch.Tensor) -> None:
         nonlocal calls
         calls += 1
         if not static:
-            static.extend((x.clone(), y.clone()))
+            static.extend(t.clone() for t in batch)
         else:
-            static[0].copy_(x)
-            static[1].copy_(y)
+            for held, t in zip(static, batch, strict=True):
+                held.copy_(t)
         if calls > GRAPH_WARMUP_STEPS + 1:
             graph.replay()
         elif calls <= GRAPH_WARMUP_STEPS:
@@ -144,6 +145,20 @@ def cuda_graphed(step: Callable[[torch.Tensor, torch.Tensor], None]) -> Callable
                 step(*static)
             graph.replay()
     return run
+
+
+def prune(last_loss: torch.Tensor, *, share: float,
+          generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """InfoBatch's soft pruning for one epoch: (which images train, bool (N,); each one's loss weight, (N,)).
+
+    The images whose last loss is below the mean of the last losses are "well learned"; each of them is left
+    out at random with probability `share`, and those kept weigh 1 / (1 - share): every image's expected
+    weight is 1, so the epoch's expected gradient is the full epoch's. Images with no loss yet (inf) train.
+    """
+    seen = torch.isfinite(last_loss)
+    well = seen & (last_loss < last_loss[seen].mean())
+    dropped = well & (torch.rand(len(last_loss), generator=generator, device=last_loss.device) < share)
+    return ~dropped, torch.where(well, 1.0 / (1.0 - share), 1.0)
 
 
 def check_batch_size(cfg: config.Train, n_train: int) -> None:
@@ -161,7 +176,9 @@ def train(*, train_x: torch.Tensor, train_y: torch.Tensor, val_x: torch.Tensor, 
     Stops at `cfg.target_accuracy` (when set), after `cfg.patience` epochs
     (when > 0) with neither a new best validation accuracy nor a new lowest
     validation loss, counted once the rate has annealed to half its peak
-    (patience_from), or after `cfg.epochs`. On CUDA the
+    (patience_from), or after `cfg.epochs`. With `cfg.prune.share` > 0, the
+    epochs between the first and the last `cfg.prune.full_epochs` leave out
+    some of the images already learned (prune). On CUDA the
     training step runs as a CUDA graph unless `cuda_graph` is False.
     on_progress(images done, images in the epoch) is called every few
     thousand images, on_epoch(record) at the end of each epoch.
@@ -183,11 +200,15 @@ def train(*, train_x: torch.Tensor, train_y: torch.Tensor, val_x: torch.Tensor, 
     # Sums stay on the device: one host sync per epoch, not per step.
     loss_sum = torch.zeros((), device=device)
     correct = torch.zeros((), device=device, dtype=torch.long)
+    # Pruning: each image's loss when it was last trained on (inf before), and a buffer for a step's losses.
+    pruning = cfg.prune.share > 0
+    last_loss = torch.full((len(train_x),), math.inf, device=device) if pruning else None
+    losses = torch.zeros(cfg.batch_size, device=device) if pruning else None
+    weight = torch.ones(len(train_x), device=device)
     step = make_step(model=model, optimizer=optimizer, amp_dtype=amp_dtype,
-                     label_smoothing=cfg.label_smoothing, loss_sum=loss_sum, correct=correct)
+                     label_smoothing=cfg.label_smoothing, loss_sum=loss_sum, correct=correct, losses=losses)
     if cuda_graph and device.type == "cuda":
         step = cuda_graphed(step)
-    seen = steps_per_epoch * cfg.batch_size
     chunk = max(1, AUGMENT_CHUNK // cfg.batch_size) * cfg.batch_size
 
     history: list[dict[str, float]] = []
@@ -199,8 +220,19 @@ def train(*, train_x: torch.Tensor, train_y: torch.Tensor, val_x: torch.Tensor, 
         lr = schedule.lr
         loss_sum.zero_()
         correct.zero_()
+        if pruning and 1 < epoch <= cfg.epochs - cfg.prune.full_epochs:
+            keep, weight = prune(last_loss, share=cfg.prune.share, generator=generator)
+            pool = keep.nonzero().squeeze(1)
+            if len(pool) < cfg.batch_size:  # tiny data: too few left for a batch
+                pool = torch.arange(len(train_x), device=device)
+            perm = pool[torch.randperm(len(pool), generator=generator, device=device)]
+        else:
+            weight.fill_(1.0)
+            perm = torch.randperm(len(train_x), generator=generator, device=device)
+        steps = len(perm) // cfg.batch_size
+        seen = steps * cfg.batch_size
+        perm = perm[:seen]
         on_progress(0, seen)
-        perm = torch.randperm(len(train_x), generator=generator, device=device)[:seen]
         for first in range(0, seen, chunk):
             batches = perm[first:first + chunk]
             xs, ys = train_x[batches], train_y[batches]
@@ -210,11 +242,20 @@ def train(*, train_x: torch.Tensor, train_y: torch.Tensor, val_x: torch.Tensor, 
             if aug.appearance > 0:
                 xs = data.appearance(xs, share=aug.appearance, generator=generator)
             for i in range(0, len(batches), cfg.batch_size):
-                step(xs[i:i + cfg.batch_size], ys[i:i + cfg.batch_size])
-                schedule.step()
+                if pruning:
+                    batch = batches[i:i + cfg.batch_size]
+                    step(xs[i:i + cfg.batch_size], ys[i:i + cfg.batch_size], weight[batch])
+                    last_loss[batch] = losses
+                else:
+                    step(xs[i:i + cfg.batch_size], ys[i:i + cfg.batch_size])
+                # The schedule follows the epoch's progress: a pruned epoch's fewer steps each advance it by
+                # more, so that every epoch ends at the rate the full schedule gives it.
+                done = (first + i) // cfg.batch_size + 1
+                for _ in range(done * steps_per_epoch // steps - (done - 1) * steps_per_epoch // steps):
+                    schedule.step()
             on_progress(first + len(batches), seen)
         val_accuracy, val_loss = score(model, val_x, val_y)
-        record = {"epoch": epoch, "train_loss": loss_sum.item() / steps_per_epoch,
+        record = {"epoch": epoch, "train_loss": loss_sum.item() / steps,
                   "train_accuracy": correct.item() / seen, "val_loss": val_loss, "val_accuracy": val_accuracy,
                   "lr": lr, "epoch_seconds": time.perf_counter() - start}
         history.append(record)

