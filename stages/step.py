@@ -67,14 +67,15 @@ def make_step(*, model: torch.nn.Module, optimizer: torch.optim.Optimizer, amp_d
                             cache_enabled=False):
             out = model(x)
         if losses is None:
-            loss = F.cross_entropy(out.float(), y, label_smoothing=label_smoothing)
+            loss = reported = F.cross_entropy(out.float(), y, label_smoothing=label_smoothing)
         else:
             each = F.cross_entropy(out.float(), y, label_smoothing=label_smoothing, reduction="none")
             losses.copy_(each.detach())
             loss = (each * weight).mean()
+            reported = each.mean()  # the history's train loss: the images' own, not scaled by their weights
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        loss_sum.add_(loss.detach())
+        loss_sum.add_(reported.detach())
         correct.add_((out.argmax(1) == y).sum())
     return step

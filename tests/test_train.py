@@ -325,3 +325,6 @@ def test_a_pruned_run_trains_fewer_images_but_every_one_at_first_and_last_and_fo
     # Each epoch starts at the rate the full schedule gives it, however many steps the pruned epochs took.
     assert [r["lr"] for r in pruned.history] == pytest.approx([r["lr"] for r in full.history], rel=1e-9)
     assert pruned.history[-1]["val_accuracy"] > 0.5
+    # The train loss is the images' own: not inflated by the weights that keep the gradient unbiased.
+    kept = [r["train_loss"] for r in pruned.history]
+    assert kept[1] < kept[0] and max(kept[1:4]) < 1.1 * max(r["train_loss"] for r in full.history[1:4])
