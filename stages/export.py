@@ -32,6 +32,12 @@ def export(model: Net) -> bytes:
                                 output_names=["logits"], dynamo=True, verbose=False, opset_version=OPSET,
                                 dynamic_shapes=({0: torch.export.Dim("batch")},))
     proto = program.model_proto
+    # The exporter annotates each node with the source's stack trace, absolute paths included: the same
+    # weights exported from two checkouts gave two files. Dropped, so the bytes follow the weights alone.
+    for node in proto.graph.node:
+        del node.metadata_props[:]
+    for value in proto.graph.value_info:
+        del value.metadata_props[:]
     proto.doc_string = (f"MNIST digit classifier (9,802 parameters). image: float32 (N, 1, 28, 28), pixels in "
                         f"[0, 1] with ink bright on black, normalized as (x - {MEAN}) / {STD}. logits: float32 "
                         f"(N, 10), one per digit 0-9.")

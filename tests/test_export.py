@@ -36,6 +36,8 @@ def test_the_file_says_what_it_expects_and_is_the_same_bytes_each_time(model_and
                                                               "ink": "bright on black"}
     assert "(x - 0.1307) / 0.3081" in proto.doc_string
     assert export.export(model) == onnx_bytes  # DVC's hash of the output follows the weights alone
+    # and not where the checkout lies: no node keeps the exporter's stack trace with its absolute paths
+    assert not any(node.metadata_props for node in proto.graph.node) and b"stages/model.py" not in onnx_bytes
 
 
 def test_an_export_that_answers_otherwise_is_refused(model_and_export) -> None:
