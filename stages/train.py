@@ -204,7 +204,7 @@ def train(*, train_x: torch.Tensor, train_y: torch.Tensor, val_x: torch.Tensor, 
     pruning = cfg.prune.share > 0
     last_loss = torch.full((len(train_x),), math.inf, device=device) if pruning else None
     losses = torch.zeros(cfg.batch_size, device=device) if pruning else None
-    weight = torch.ones(len(train_x), device=device)
+    ones = torch.ones(len(train_x), device=device) if pruning else None  # the full epochs' loss weights
     step = make_step(model=model, optimizer=optimizer, amp_dtype=amp_dtype,
                      label_smoothing=cfg.label_smoothing, loss_sum=loss_sum, correct=correct, losses=losses)
     if cuda_graph and device.type == "cuda":
@@ -227,7 +227,7 @@ def train(*, train_x: torch.Tensor, train_y: torch.Tensor, val_x: torch.Tensor, 
                 pool = torch.arange(len(train_x), device=device)
             perm = pool[torch.randperm(len(pool), generator=generator, device=device)]
         else:
-            weight.fill_(1.0)
+            weight = ones
             perm = torch.randperm(len(train_x), generator=generator, device=device)
         steps = len(perm) // cfg.batch_size
         seen = steps * cfg.batch_size
