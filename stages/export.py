@@ -16,7 +16,7 @@ import argparse
 
 import torch
 
-from stages import atomic, cli, data, paths
+from stages import atomic, cli, data, idx, paths
 from stages.errors import StageError
 from stages.infer import load_checkpoint, logits
 from stages.model import MEAN, STD, Net
@@ -73,13 +73,13 @@ def parser() -> argparse.ArgumentParser:
 def main(args: argparse.Namespace) -> None:
     cpu = torch.device("cpu")
     model, checkpoint = load_checkpoint(paths.MODEL, cpu)
-    images, _ = data.load(paths.RAW_DIR, "train", cpu)
+    images = data.normalize(idx.load_split(paths.RAW_DIR, "train")[0][:CHECK_IMAGES])  # floats for these only
     onnx_bytes = export(model)
-    difference = check(onnx_bytes, model, images[:CHECK_IMAGES])
+    difference = check(onnx_bytes, model, images)
     atomic.write_bytes(paths.ONNX, onnx_bytes)
     print(f"export: {paths.ONNX} ({len(onnx_bytes):,} bytes, opset {OPSET}, model from epoch "
           f"{checkpoint.get('epoch')}); onnxruntime's logits within {difference:.1e} of PyTorch's on "
-          f"{min(CHECK_IMAGES, len(images))} training images")
+          f"{len(images)} training images")
 
 
 if __name__ == "__main__":

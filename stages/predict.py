@@ -117,12 +117,16 @@ def _square_max(x: torch.Tensor, window: int) -> torch.Tensor:
     return F.max_pool2d(x, (1, window), 1, (0, window // 2))[0, 0]
 
 
+def _border_median(gray: torch.Tensor) -> torch.Tensor:
+    """The median of the picture's outermost rows and columns: the paper's value, unless ink fills the edge."""
+    return torch.cat([gray[0], gray[-1], gray[:, 0], gray[:, -1]]).median()
+
+
 def to_mnist(gray: torch.Tensor, where: str = "image") -> torch.Tensor:
     """A (H, W) grayscale picture of one digit -> normalized (1, 28, 28) like an MNIST image."""
     if min(gray.shape) > WORK_SIDE:  # averaged down first: the filters below cost the window's side per pixel
         gray = F.interpolate(gray[None, None], scale_factor=WORK_SIDE / min(gray.shape), mode="area")[0, 0]
-    border = torch.cat([gray[0], gray[-1], gray[:, 0], gray[:, -1]])
-    paper, low, high = border.median(), gray.min(), gray.max()
+    paper, low, high = _border_median(gray), gray.min(), gray.max()
     # Light paper (its median nearer the brightest pixel than the darkest): make the ink the bright part, as in
     # MNIST. A fixed 0.5 inverted bright ink on grey paper, and kept dark ink on an under-exposed white page.
     if paper - low > high - paper:
@@ -139,7 +143,7 @@ def to_mnist(gray: torch.Tensor, where: str = "image") -> torch.Tensor:
     # that continues the paper (each edge pixel repeated outwards, or the border's median beyond ink that
     # touches the edge), and the window is a third of the longer side (the same on a square).
     window = math.ceil(max(gray.shape) / 3) // 2 * 2 + 1
-    paper = torch.cat([gray[0], gray[-1], gray[:, 0], gray[:, -1]]).median()
+    paper = _border_median(gray)  # again: inverted and stretched since
     framed = F.pad(gray[None, None], (window,) * 4, mode="replicate")[0, 0]
     outside = torch.ones_like(framed, dtype=torch.bool)
     outside[window:-window, window:-window] = False
