@@ -11,6 +11,7 @@ from stages.device import resolve_device
 from stages.errors import StageError
 from stages.infer import score, score_weights
 from stages.model import Net
+from stages.step import make_step
 from stages.train import (
     HostSchedule,
     Result,
@@ -304,6 +305,27 @@ def test_pruning_leaves_out_only_learned_images_and_keeps_each_ones_expected_wei
     assert abs(float(dropped) - share) < 0.02  # about `share` of the learned ones are left out ...
     assert torch.allclose(weight[well], torch.tensor(1 / (1 - share)))  # ... and the kept ones weigh 1 / (1 - share)
     # so every image's expected weight is (1 - share) x 1 / (1 - share) = 1: the full epoch's expected gradient.
+
+
+def test_a_weighted_step_follows_the_weighted_loss_and_reports_each_images_own_loss() -> None:
+    # The step under pruning: its gradient is that of the weighted mean loss (so a kept image weighing
+    # 1 / (1 - share) stands in for the dropped ones), while `losses` and the history get the unweighted losses.
+    torch.manual_seed(0)
+    x, y = torch.randn(8, 1, 28, 28), torch.randint(0, 10, (8,))
+    weight = torch.tensor([1.0, 2.5, 2.5, 1.0, 1.0, 2.5, 1.0, 2.5])
+    model = Net(dropout=0.0).eval()  # eval: BatchNorm uses its running statistics, the same in both passes
+    start = {k: v.clone() for k, v in model.state_dict().items()}
+    each = F.cross_entropy(model(x), y, label_smoothing=0.1, reduction="none")
+    expected = torch.autograd.grad((each * weight).mean(), list(model.parameters()))
+    loss_sum, correct, losses = torch.zeros(()), torch.zeros((), dtype=torch.long), torch.zeros(8)
+    sgd = torch.optim.SGD(model.parameters(), lr=1.0)  # plain SGD, lr 1: each parameter moves by -its gradient
+    step = make_step(model=model, optimizer=sgd, amp_dtype=None, label_smoothing=0.1, loss_sum=loss_sum,
+                     correct=correct, losses=losses)
+    step(x, y, weight)
+    for (name, _), grad in zip(model.named_parameters(), expected, strict=True):
+        assert torch.allclose(start[name] - model.state_dict()[name], grad, atol=1e-6)
+    assert torch.allclose(losses, each.detach())
+    assert loss_sum.item() == pytest.approx(each.mean().item(), rel=1e-6)  # not the weighted mean
 
 
 def test_a_pruned_run_trains_fewer_images_but_every_one_at_first_and_last_and_follows_the_schedule(tiny) -> None:
