@@ -50,9 +50,9 @@ import stages.train as train
 make_step = train.make_step
 def probed(**kwargs):
     step = make_step(**kwargs)
-    def run(x, y):
+    def run(*batch):  # images, labels, and a pruned epoch's loss weights
         marks.setdefault("first_step", time.time())
-        step(x, y)
+        step(*batch)
         marks["last_step"] = time.time()
     return run
 train.make_step = probed
