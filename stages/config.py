@@ -81,7 +81,7 @@ class Augment(_Section):
 class Prune(_Section):
     """InfoBatch-style pruning (Qin et al., ICLR 2024): fewer images in an epoch, the same expected gradient."""
 
-    share: Fraction = Field(0.7, description="Per epoch, this share of the images whose last loss was below the "
+    share: Fraction = Field(0.0, description="Per epoch, this share of the images whose last loss was below the "
                             "mean is left out at random (not augmented, no step), and the loss of those kept is "
                             "scaled by 1 / (1 - share), so the expected gradient stays the same; " + OFF + ".")
     full_epochs: int = Field(2, ge=0, description="The last epochs train on every image, unscaled (InfoBatch's "
@@ -99,7 +99,7 @@ class Train(_Section):
         "`python -m stages.precision` times both here and advises. Nothing but this key chooses it. Validation "
         "and evaluation always run in float32.")
     seed: int = Field(0, ge=0, description="Seed of the weights, the shuffling and the augmentation.")
-    epochs: int = Field(13, ge=1, description="At most this many epochs; early stopping may end sooner.")
+    epochs: int = Field(18, ge=1, description="At most this many epochs; early stopping may end sooner.")
     batch_size: int = Field(64, ge=1, le=MNIST_TRAIN_SIZE, description="Images per training step.")
     optimizer: Literal["sgd", "adam"] = Field("sgd", description="sgd (with momentum and nesterov) or adam.")
     lr: float = Field(0.05, gt=0.0, description="Peak learning rate, per batch of batch_size.")
