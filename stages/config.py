@@ -106,9 +106,9 @@ class Train(_Section):
     momentum: Fraction = Field(0.9, description="SGD only.")
     nesterov: bool = Field(True, description="Nesterov momentum; SGD only.")
     weight_decay: float = Field(0.0, ge=0.0, description="L2 penalty, coupled, as torch.optim.SGD applies it.")
-    schedule: Literal["constant", "onecycle", "cosine", "linear"] = Field(
+    schedule: Literal["constant", "onecycle", "cosine"] = Field(
         "onecycle", description="constant: lr throughout; onecycle: warm up to lr, anneal to about 0; cosine: "
-        "cosine decay from lr to 0 over the epochs; linear: linear decay from lr to 0 over the epochs.")
+        "cosine decay from lr to 0 over the epochs.")
     label_smoothing: Fraction = Field(0.1, description="Of the training targets only; validation and test losses "
                                       "are plain cross-entropy.")
     target_accuracy: Annotated[float, Field(gt=0.0, le=1.0)] | None = Field(

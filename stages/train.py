@@ -57,9 +57,6 @@ def make_scheduler(optimizer: torch.optim.Optimizer, cfg: config.Train,
                                                    pct_start=ONECYCLE_WARMUP, cycle_momentum=False)
     if cfg.schedule == "cosine":
         return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total_steps)
-    if cfg.schedule == "linear":
-        # Budgeted training (Li, Yumer & Ramanan, ICLR 2020): from the peak, straight down to 0 at the last step.
-        return torch.optim.lr_scheduler.LinearLR(optimizer, start_factor=1.0, end_factor=0.0, total_iters=total_steps)
     return torch.optim.lr_scheduler.ConstantLR(optimizer, factor=1.0, total_iters=0)
 
 

@@ -77,8 +77,6 @@ def test_patience_counts_from_the_first_epoch_at_half_the_peak_rate() -> None:
     assert patience_from(epoch_start_rates(ten)[:7], ten) == 8  # not reached yet: no epoch counts so far
     cosine = onecycle.model_copy(update={"epochs": 9, "schedule": "cosine"})
     assert patience_from(epoch_start_rates(cosine), cosine) == 6  # starts 5/9 into the steps
-    linear = onecycle.model_copy(update={"epochs": 8, "schedule": "linear"})
-    assert patience_from(epoch_start_rates(linear), linear) == 5  # starts 4/8 into the steps, at half the peak
     constant = onecycle.model_copy(update={"schedule": "constant"})
     assert patience_from(epoch_start_rates(constant), constant) == 1  # never anneals
 
@@ -282,7 +280,7 @@ def test_train_stage_writes_contiguous_weights_that_score_like_the_trained_model
     assert score_weights(checkpoint["state_dict"], val_x, val_y)[0] == pytest.approx(checkpoint["val_accuracy"])
 
 
-@pytest.mark.parametrize("schedule", ["onecycle", "cosine", "linear", "constant"])
+@pytest.mark.parametrize("schedule", ["onecycle", "cosine", "constant"])
 def test_a_tensor_learning_rate_follows_the_schedule_and_the_history_gets_its_floats(schedule: str) -> None:
     # CUDA's optimizer holds lr as a tensor (make_optimizer); here a CPU tensor stands in for it.
     cfg = default_train().model_copy(update={"schedule": schedule, "lr": 0.05})
