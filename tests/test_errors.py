@@ -217,7 +217,7 @@ def test_sigterm_and_kill_during_training_leave_no_model_and_a_rerun_matches(pro
     runs = []
     for _ in range(2):
         proc = _stage(project, "stages.train")
-        _, err = proc.communicate(timeout=300)
+        err = _ended(proc, 300)
         assert proc.returncode == 0, err
         runs.append(model.read_bytes())
         shutil.rmtree(project / "models")
