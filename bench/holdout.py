@@ -109,23 +109,29 @@ def runs_by_variant_seed(rows: list[dict[str, Any]]) -> dict[tuple[str, int], di
 def paired_table(rows: list[dict[str, Any]]) -> str:
     """Each variant against the first one's runs (the baseline) on the seeds where every variant ran, as Markdown:
     the score (with test-time augmentation where every run has it), its worst run, the paired difference
-    in points, and the epochs run, as the time a recipe costs."""
+    in points, and the epochs run, as the time a recipe costs. With augmentation, the single pass's paired
+    difference too: the shifts can hide a loss of the model itself, which its ONNX export answers with
+    (13 epochs: -0.002 points with the shifts, -0.038 in one pass; bench/results/zen3-2026-12-07/verify_e13.md)."""
     key = "tta_accuracy" if all("tta_accuracy" in r for r in rows) else "val_accuracy"
+    keys = [key, "val_accuracy"] if key == "tta_accuracy" else [key]
     by_run = runs_by_variant_seed(rows)
     variants = list(dict.fromkeys(r["variant"] for r in rows))
     base = variants[0]
-    lines = [f"| variant | seeds | {key} (%): mean, worst | paired vs {base} (points, mean ± SE) | "
-             f"epochs run: mean (min-max), ÷ {base}'s |", "|---|---|---|---|---|"]
+    paired_heads = "".join(f"{k} paired vs {base} (points, mean ± SE) | " for k in keys)
+    lines = [f"| variant | seeds | {key} (%): mean, worst | {paired_heads}epochs run: mean (min-max), ÷ {base}'s |",
+             "|---|---|---|" + "---|" * len(keys) + "---|"]
     # A seed some variant did not finish (a budget ran out) would pair unlike samples: left out.
     seeds = sorted(s for s in {s for _, s in by_run} if all((v, s) in by_run for v in variants))
     for name in variants:
         runs, bases = [by_run[name, s] for s in seeds], [by_run[base, s] for s in seeds]
         accuracy = [100 * r[key] for r in runs]
-        diff, se = mean_se([100 * (r[key] - b[key]) for r, b in zip(runs, bases, strict=True)])
+        paired = "".join("{:+.3f} ± {:.3f} | ".format(*mean_se([100 * (r[k] - b[k]) for r, b in zip(runs, bases,
+                                                                                                  strict=True)]))
+                         for k in keys)
         epochs = [r["epochs_run"] for r in runs]
         lines.append(f"| {name} | {' '.join(map(str, seeds))} | "
                      f"{statistics.fmean(accuracy):.3f}, {min(accuracy):.2f} | "
-                     f"{diff:+.3f} ± {se:.3f} | {statistics.fmean(epochs):.1f} ({min(epochs)}-{max(epochs)}), "
+                     f"{paired}{statistics.fmean(epochs):.1f} ({min(epochs)}-{max(epochs)}), "
                      f"{sum(epochs) / sum(b['epochs_run'] for b in bases):.2f}x |")
     return "\n".join(lines)
 
