@@ -125,9 +125,8 @@ def paired_table(rows: list[dict[str, Any]]) -> str:
     for name in variants:
         runs, bases = [by_run[name, s] for s in seeds], [by_run[base, s] for s in seeds]
         accuracy = [100 * r[key] for r in runs]
-        paired = "".join("{:+.3f} ± {:.3f} | ".format(*mean_se([100 * (r[k] - b[k]) for r, b in zip(runs, bases,
-                                                                                                  strict=True)]))
-                         for k in keys)
+        diffs = {k: mean_se([100 * (r[k] - b[k]) for r, b in zip(runs, bases, strict=True)]) for k in keys}
+        paired = "".join(f"{diff:+.3f} ± {se:.3f} | " for diff, se in diffs.values())
         epochs = [r["epochs_run"] for r in runs]
         lines.append(f"| {name} | {' '.join(map(str, seeds))} | "
                      f"{statistics.fmean(accuracy):.3f}, {min(accuracy):.2f} | "

@@ -60,11 +60,10 @@ def test_holdout_summary_pairs_each_variant_with_the_baseline_by_seed(tmp_path: 
                 "epochs_run": epochs}
 
     # Two processes' files, as a study splits its seeds; the budget ran out before seed 3's short run.
-    (tmp_path / "a.json").write_text(json.dumps({"runs": [run("default", 1, 0.9940, 18), run("e13", 1, 0.9944, 13,
-                                                                                             0.9896),
-                                                          run("default", 3, 0.9900, 18)]}))
-    (tmp_path / "b.json").write_text(json.dumps({"runs": [run("default", 2, 0.9952, 16), run("e13", 2, 0.9944, 12,
-                                                                                             0.9900)]}))
+    a_runs = [run("default", 1, 0.9940, 18), run("e13", 1, 0.9944, 13, one_pass=0.9896), run("default", 3, 0.9900, 18)]
+    b_runs = [run("default", 2, 0.9952, 16), run("e13", 2, 0.9944, 12, one_pass=0.9900)]
+    (tmp_path / "a.json").write_text(json.dumps({"runs": a_runs}))
+    (tmp_path / "b.json").write_text(json.dumps({"runs": b_runs}))
     files = [str(tmp_path / name) for name in ("a.json", "b.json")]
     monkeypatch.setattr(sys, "argv", ["bench.holdout", "--summarize", *files])
     holdout.main()
